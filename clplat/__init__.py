@@ -1,0 +1,3 @@
+"""clplat: continual-learning experiments for recurrent networks (Lightning + Hydra)."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,118 @@
+"""Schemas and checks for the platform-owned config groups.
+
+Hydra already refuses unknown group options and (struct mode) unknown keys on the command line.
+What it cannot know is which *values* make sense: these dataclasses give the types, and
+``validate_config`` the ranges and combinations, so a bad value stops the run at start-up with
+one line naming the key, the value and what is allowed — before anything is written.
+User-extensible groups (stream, backbone, strategy, plugin) validate their own arguments in
+their constructors with the same ``ConfigError``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any, Optional
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from clplat.errors import ConfigError, check_choice, check_float, check_int
+from clplat.evaluation.evaluator import TASK_SELECTIONS
+from clplat.heads import HEAD_TYPES
+from clplat.logging import LOGGER_KINDS, WANDB_MODES
+
+
+@dataclass
+class TrainerSchema:
+    epochs: Optional[int] = 5
+    iterations: Optional[int] = None
+    batch_size: int = 64
+    accelerator: str = "cpu"
+    devices: Any = 1
+    precision: Any = "32-true"
+    gradient_clip_val: Optional[float] = None
+    deterministic: bool = False
+    log_every_n_steps: int = 10
+    enable_progress_bar: bool = False
+    checkpoint: bool = True
+
+
+@dataclass
+class EvalSchema:
+    every_n_iters: Optional[int] = 10
+    subset_size: int = 1000
+    tasks: str = "seen"
+    batch_size: int = 4096
+    initial: bool = True
+
+
+@dataclass
+class HeadSchema:
+    type: str = "auto"
+    mask_unseen: bool = False
+
+
+@dataclass
+class LoggerSchema:
+    kind: str = "csv"
+    project: Optional[str] = None
+    entity: Optional[str] = None
+    group: Optional[str] = None
+    tags: list = field(default_factory=list)
+    mode: str = "auto"
+
+
+SCHEMAS = {"trainer": TrainerSchema, "eval": EvalSchema, "head": HeadSchema, "logger": LoggerSchema}
+
+
+def _typed(group: str, node: Any) -> Any:
+    """Merge ``node`` onto its schema: unknown keys and wrong types become one-line errors."""
+    schema = SCHEMAS[group]
+    if not isinstance(node, DictConfig):
+        raise ConfigError(group, node, f"must be a mapping with keys {', '.join(f.name for f in fields(schema))}")
+    for key in node.keys():
+        if key not in {f.name for f in fields(schema)}:
+            raise ConfigError(f"{group}.{key}", node.get(key), "unknown key; allowed keys are "
+                              + ", ".join(f.name for f in fields(schema)))
+    try:
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), node))
+    except OmegaConfBaseException as err:
+        key = f"{group}.{err.full_key}" if getattr(err, "full_key", None) else group
+        value = node.get(err.full_key) if getattr(err, "full_key", None) in node else None
+        reason = str(err).splitlines()[0]
+        raise ConfigError(key, value, reason) from None
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Check every platform-owned value; raises ``ConfigError`` on the first bad one."""
+    check_int("seed", cfg.get("seed"), 0)
+    trainer = _typed("trainer", cfg.trainer)
+    check_int("trainer.epochs", trainer.epochs, 1, allow_none=True)
+    check_int("trainer.iterations", trainer.iterations, 1, allow_none=True)
+    if trainer.epochs is None and trainer.iterations is None:
+        raise ConfigError("trainer.epochs", None, "set trainer.epochs or trainer.iterations (per-experience budget)")
+    check_int("trainer.batch_size", trainer.batch_size, 1)
+    check_int("trainer.log_every_n_steps", trainer.log_every_n_steps, 1)
+    check_float("trainer.gradient_clip_val", trainer.gradient_clip_val, 0.0, allow_none=True)
+
+    ev = _typed("eval", cfg.eval)
+    check_int("eval.every_n_iters", ev.every_n_iters, 1, allow_none=True)
+    check_int("eval.subset_size", ev.subset_size, 1)
+    check_choice("eval.tasks", ev.tasks, TASK_SELECTIONS)
+    check_int("eval.batch_size", ev.batch_size, 1)
+
+    head = _typed("head", cfg.head)
+    check_choice("head.type", head.type, HEAD_TYPES)
+
+    logger = _typed("logger", cfg.logger)
+    check_choice("logger.kind", logger.kind, LOGGER_KINDS)
+    check_choice("logger.mode", logger.mode, WANDB_MODES)
+
+    plugins = cfg.get("plugin")
+    if plugins is None:
+        return
+    if not isinstance(plugins, DictConfig):
+        raise ConfigError("plugin", plugins, "select plugins as plugin=[name,...] (options in conf/plugin/)")
+    for name, node in plugins.items():
+        if not isinstance(node, DictConfig) or "_target_" not in node:
+            raise ConfigError(f"plugin.{name}", node, "each plugin config needs a _target_")

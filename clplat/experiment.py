@@ -1,0 +1,268 @@
+"""Build a run from its config and train it experience after experience.
+
+One Lightning ``Trainer`` serves the whole stream: each experience is one ``fit`` whose loader
+yields exactly the experience's budget of batches (one Lightning epoch), so ``global_step`` —
+logged as ``cl/global_iter`` — is monotonic across experiences and one logger run holds the
+whole stream. The run directory receives the tidy results table after every boundary, so an
+interrupted run keeps everything evaluated so far.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import platform
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from clplat.analysis.plots import save_run_plots
+from clplat.backbones.base import RecurrentBackbone, count_parameters
+from clplat.config import validate_config
+from clplat.data import ExperienceLoader, iterations_for
+from clplat.errors import ConfigError
+from clplat.evaluation.evaluator import ContinualEvaluator
+from clplat.evaluation.metrics import accuracy_matrix, summarize
+from clplat.heads import build_head
+from clplat.logging import build_loggers, finish_wandb, log_run_end
+from clplat.module import ContinualModule
+from clplat.stream import Stream
+from clplat.strategy import Plugin, Strategy, compose, seeded_generator
+
+RESULT_FILES = ("metrics.csv", "summary.json", "accuracy_matrix.csv")
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    summary: dict[str, Any]
+
+
+def instantiate_node(node: DictConfig, key: str, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate`` that lets a builder's ``ConfigError`` through unwrapped and
+    turns a bad argument (unknown key, wrong type) into a ``ConfigError`` naming ``key``."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as err:
+        cause = err.__cause__
+        while cause is not None and not isinstance(cause, ConfigError) and cause.__cause__ is not None:
+            cause = cause.__cause__
+        if isinstance(cause, ConfigError):
+            raise cause from None
+        reason = str(err.__cause__ or err).splitlines()[0]
+        raise ConfigError(key, node.get("_target_"), f"could not be built: {reason}") from err
+
+
+def build_strategy(cfg: DictConfig) -> Strategy:
+    """The configured strategy with its plugins (cheap: no data or buffers are allocated)."""
+    base = instantiate_node(cfg.strategy, "strategy")
+    if not isinstance(base, Strategy):
+        raise ConfigError("strategy._target_", cfg.strategy.get("_target_"), "must build a clplat.strategy.Strategy")
+    plugins = []
+    for name, node in (cfg.get("plugin") or {}).items():  # None or an empty mapping: no plugins
+        plugin = instantiate_node(node, f"plugin.{name}")
+        if not isinstance(plugin, Plugin):
+            raise ConfigError(f"plugin.{name}._target_", node.get("_target_"), "must build a clplat.strategy.Plugin")
+        plugins.append(plugin)
+    return compose(base, plugins)
+
+
+def build_optimizer(cfg: DictConfig) -> Any:
+    """The optimizer factory, tried once on a dummy parameter so a bad value fails at start-up."""
+    factory = instantiate_node(cfg.optimizer, "optimizer")
+    if not callable(factory):
+        raise ConfigError("optimizer._partial_", cfg.optimizer.get("_partial_"), "must be true (a factory)")
+    try:
+        factory([torch.zeros(1, requires_grad=True)])
+    except (ValueError, TypeError) as err:
+        raise ConfigError("optimizer", cfg.optimizer.get("_target_"), str(err).splitlines()[0]) from None
+    return factory
+
+
+def build_backbone(cfg: DictConfig, input_size: int) -> RecurrentBackbone:
+    backbone = instantiate_node(cfg.backbone, "backbone", input_size=input_size)
+    if not isinstance(backbone, RecurrentBackbone):
+        raise ConfigError("backbone._target_", cfg.backbone.get("_target_"),
+                          "must build a clplat.backbones.RecurrentBackbone")
+    return backbone
+
+
+def build_stream(cfg: DictConfig) -> Stream:
+    stream = instantiate_node(cfg.stream, "stream")
+    if not isinstance(stream, Stream):
+        raise ConfigError("stream._target_", cfg.stream.get("_target_"), "must build a clplat.stream.Stream")
+    return stream
+
+
+def quiet_lightning() -> None:
+    """Keep the console for clplat's own progress lines: Lightning's per-fit notices (device
+    summary, 'fit stopped', tips) repeat at every experience and say nothing new."""
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+
+
+def prepare_run_dir(run_dir: Path) -> None:
+    """Refuse a directory that already holds results: a run never overwrites another's."""
+    existing = [name for name in RESULT_FILES if (run_dir / name).exists()]
+    if existing:
+        raise ConfigError("run_dir", str(run_dir), f"already holds results ({', '.join(existing)}); "
+                          "choose a new directory (the default is a fresh timestamped one)")
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    """Identifies the experiment independently of where it ran (run_dir excluded)."""
+    payload = {k: v for k, v in config.items() if k != "run_dir"}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def versions() -> dict[str, str]:
+    import hydra
+    import lightning
+
+    from clplat import __version__
+
+    return {"clplat": __version__, "python": platform.python_version(), "torch": torch.__version__,
+            "lightning": lightning.__version__, "hydra": hydra.__version__, "numpy": np.__version__}
+
+
+def run_experiment(cfg: DictConfig) -> RunResult:
+    """Train ``cfg``'s strategy over ``cfg``'s stream and write the run directory."""
+    started = time.perf_counter()
+    quiet_lightning()
+    validate_config(cfg)
+    run_dir = Path(cfg.run_dir)
+    prepare_run_dir(run_dir)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+
+    stream = build_stream(cfg)
+    strategy = build_strategy(cfg)
+    strategy.check_stream(stream)
+    T, F = stream.input_shape
+    backbone = build_backbone(cfg, input_size=F)
+    head = build_head(cfg.head.type, cfg.head.mask_unseen, stream, backbone.out_dim)
+    module = ContinualModule(backbone, head, strategy, build_optimizer(cfg))
+    ev = cfg.eval
+    evaluator = ContinualEvaluator(stream, ev.every_n_iters, ev.subset_size, ev.tasks, ev.batch_size,
+                                   ev.initial, seed=cfg.seed)
+
+    config = OmegaConf.to_container(cfg, resolve=True)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    choices = _hydra_choices()
+    run_name = "_".join(filter(None, [choices.get("stream"), choices.get("backbone"), choices.get("strategy")])) or run_dir.name
+    loggers = build_loggers(cfg.logger, run_dir, run_name, config)
+    tcfg = cfg.trainer
+    trainer = L.Trainer(
+        accelerator=tcfg.accelerator, devices=tcfg.devices, precision=tcfg.precision,
+        gradient_clip_val=tcfg.gradient_clip_val, deterministic=tcfg.deterministic,
+        logger=loggers or False, callbacks=[evaluator], log_every_n_steps=tcfg.log_every_n_steps,
+        enable_progress_bar=tcfg.enable_progress_bar, enable_model_summary=False,
+        enable_checkpointing=False, num_sanity_val_steps=0, limit_val_batches=0,
+        max_epochs=0, default_root_dir=str(run_dir),
+    )
+    print(f"clplat: {stream.describe()}", flush=True)
+    print(f"clplat: {run_name} -> {run_dir}", flush=True)
+    strategy.setup(module, stream)
+    try:
+        for exp in stream:
+            _train_experience(trainer, module, strategy, evaluator, exp, tcfg, cfg.seed)
+            evaluation = evaluator.evaluate_boundary(trainer, module)
+            evaluator.results.save_csv(run_dir / "metrics.csv")
+            if tcfg.checkpoint:
+                trainer.save_checkpoint(run_dir / "checkpoints" / f"exp_{exp.index}.ckpt", weights_only=False)
+            accs = evaluation.accuracies[: exp.index + 1]
+            print(f"clplat: experience {exp.index + 1}/{len(stream)} done at iteration {trainer.global_step}: "
+                  f"mean accuracy on seen tasks {sum(accs) / len(accs):.3f}", flush=True)
+
+        table = evaluator.results.to_frame()
+        R = accuracy_matrix(table, num_tasks=len(stream))
+        np.savetxt(run_dir / "accuracy_matrix.csv", R, delimiter=",", fmt="%.6f",
+                   header=",".join(f"task_{j}" for j in range(len(stream))), comments="")
+        plots = save_run_plots(table, run_dir)
+        summary = {
+            **summarize(table),
+            "strategy": strategy.name,
+            "stream": stream.name,
+            "scenario": stream.scenario.value,
+            "num_experiences": len(stream),
+            "global_iters": trainer.global_step,
+            "eval": {"every_n_iters": ev.every_n_iters, "subset_size": ev.subset_size, "tasks": ev.tasks,
+                     "averaging": "macro over tasks"},
+            "params": {"backbone": count_parameters(backbone), "head": count_parameters(head)},
+            "strategy_state": strategy.summary(),
+            "seed": cfg.seed,
+            "config_hash": config_hash(config),
+            "versions": versions(),
+            "wall_time_s": round(time.perf_counter() - started, 3),
+        }
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False))
+        log_run_end(loggers, summary, plots, R.tolist())
+    finally:
+        finish_wandb(loggers)
+    if cfg.get("print_summary", True):
+        print(format_summary(R, summary), flush=True)
+    return RunResult(run_dir, summary)
+
+
+def _train_experience(trainer: L.Trainer, module: ContinualModule, strategy: Strategy, evaluator: ContinualEvaluator,
+                      exp, tcfg: DictConfig, seed: int) -> None:
+    evaluator.begin_experience(exp.index)
+    module.head.observe_classes(exp.classes)
+    strategy.before_experience(exp)
+    data = strategy.train_data(exp)
+    iters = 0
+    if data is not None and len(data) > 0:
+        iters = iterations_for(len(data), tcfg.batch_size, tcfg.epochs, tcfg.iterations,
+                               strategy.budget_scale(exp))
+    if iters > 0:
+        loader = ExperienceLoader(data, tcfg.batch_size, iters, seeded_generator(seed, 104729, exp.index))
+        trainer.fit_loop.max_epochs = trainer.current_epoch + 1
+        with warnings.catch_warnings():
+            # tensors sliced in-process by our own loader: Lightning's worker hints do not apply
+            warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+            warnings.filterwarnings("ignore", message=".*The number of training batches.*")
+            trainer.fit(module, train_dataloaders=loader)
+    strategy.after_experience(exp)
+
+
+def _hydra_choices() -> dict[str, str]:
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return {}
+    return {k: v for k, v in HydraConfig.get().runtime.choices.items() if isinstance(v, str)}
+
+
+def format_summary(R: np.ndarray, summary: dict[str, Any]) -> str:
+    """The short table a run ends with: accuracy after each experience and the headline metrics."""
+    n = R.shape[0]
+    lines = ["", "accuracy after each experience (rows) on each task (columns):",
+             "        " + " ".join(f"task{j:<3d}" for j in range(n)) + "   avg"]
+    for i in range(n):
+        cells = " ".join("   -   " if np.isnan(R[i, j]) else f"{R[i, j]:7.3f}" for j in range(n))
+        row = R[i, : i + 1]
+        lines.append(f"exp {i:<3d} {cells} {np.nanmean(row):6.3f}")
+
+    def fmt(key: str) -> str:
+        value = summary.get(key)
+        return "n/a" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
+
+    lines.append("")
+    lines.append("  ".join(f"{k}={fmt(k)}" for k in ("avg_acc", "forgetting", "bwt", "min_acc", "wc_acc",
+                                                     "sg_depth_mean", "wf10")))
+    lines.append(f"wall time {summary['wall_time_s']:.1f}s, {summary['global_iters']} iterations")
+    return "\n".join(lines)
+
+
+__all__ = ["run_experiment", "build_strategy", "build_stream", "RunResult", "format_summary"]

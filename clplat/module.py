@@ -1,0 +1,53 @@
+"""``ContinualModule``: the LightningModule that holds backbone, head and strategy.
+
+Training steps and predictions are delegated to the strategy, so methods that train or predict
+differently plug in without special cases here. The optimizer is a factory (a Hydra
+``_partial_`` config) because Lightning re-creates optimizers at every ``fit``, i.e. at every
+experience.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+
+from clplat.backbones.base import RecurrentBackbone
+from clplat.strategy import Batch, Strategy
+
+OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+
+
+class ContinualModule(L.LightningModule):
+    def __init__(self, backbone: RecurrentBackbone, head: nn.Module, strategy: Strategy,
+                 optimizer: OptimizerFactory):
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+        self.strategy = strategy
+        self.optimizer_factory = optimizer
+        self.last_loss: Tensor | None = None
+
+    def forward(self, x: Tensor, task: Tensor | None = None) -> Tensor:
+        return self.head(self.backbone(x), task)
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        loss = self.strategy.training_step(batch)
+        self.last_loss = loss.detach()
+        self.log("train/loss", self.last_loss, on_step=True, on_epoch=False, batch_size=batch[0].shape[0])
+        return loss
+
+    def on_train_batch_end(self, outputs: Any, batch: Batch, batch_idx: int) -> None:
+        self.strategy.after_optimizer_step(batch)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return self.optimizer_factory(self.parameters())
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["clplat_strategy"] = self.strategy.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "clplat_strategy" in checkpoint:
+            self.strategy.load_state_dict(checkpoint["clplat_strategy"])

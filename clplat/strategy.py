@@ -1,0 +1,209 @@
+"""The Strategy hook interface and plugin composition.
+
+A strategy is a plain object, not a module: ``ContinualModule`` and the experiment loop call its
+hooks, and it reaches the network through ``self.module``. This keeps methods one file each and
+lets plugins (refresh learning, FPF, ...) add behaviour to any base strategy without either
+knowing about the other.
+
+Hook order within one experience::
+
+    before_experience(exp)           task start (observe classes, snapshot teachers, ...)
+    train_data(exp)                  the data this experience trains on (joint/cumulative change it)
+    repeat: training_step(batch)     the loss (plugins then ``adjust_loss``)
+            after_optimizer_step()   after every optimizer step (buffer insertion, ...)
+    after_experience(exp)            task end (Fisher, fine-tuning, ...), before the boundary evaluation
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from clplat.errors import ConfigError
+from clplat.stream import Experience, Scenario, SequenceData, Stream
+
+if TYPE_CHECKING:
+    from clplat.module import ContinualModule
+
+Batch = tuple[Tensor, Tensor, Tensor]  # (x (B,T,F), y (B,), task (B,))
+
+
+class Strategy:
+    """Base strategy: plain fine-tuning with cross-entropy. Subclasses override hooks."""
+
+    #: scenarios this method supports; the loop refuses the others with a clear error
+    supported_scenarios: tuple[Scenario, ...] = tuple(Scenario)
+    #: a config key name used in error messages and summaries
+    name: str = "strategy"
+
+    def __init__(self) -> None:
+        self._module: ContinualModule | None = None
+        self._stream: Stream | None = None
+        self.experience: Experience | None = None
+
+    # -- wiring ------------------------------------------------------------------------------
+    @property
+    def module(self) -> "ContinualModule":
+        if self._module is None:
+            raise RuntimeError(f"{type(self).__name__} is used before setup(module, stream)")
+        return self._module
+
+    @property
+    def stream(self) -> Stream:
+        if self._stream is None:
+            raise RuntimeError(f"{type(self).__name__} is used before setup(module, stream)")
+        return self._stream
+
+    def check_stream(self, stream: Stream) -> None:
+        """Refuse scenarios the method does not support, before anything is trained."""
+        if stream.scenario not in self.supported_scenarios:
+            allowed = ", ".join(s.value for s in self.supported_scenarios)
+            raise ConfigError("strategy", self.name, f"does not support {stream.scenario.value} streams "
+                              f"(stream {stream.name!r}); it supports: {allowed}")
+
+    def setup(self, module: "ContinualModule", stream: Stream) -> None:
+        """Called once before the first experience."""
+        self.check_stream(stream)
+        self._module, self._stream = module, stream
+
+    # -- hooks -------------------------------------------------------------------------------
+    def before_experience(self, experience: Experience) -> None:
+        self.experience = experience
+
+    def train_data(self, experience: Experience) -> SequenceData | None:
+        """The data trained on during ``experience`` (``None``: no training, boundary eval only)."""
+        return experience.train
+
+    def budget_scale(self, experience: Experience) -> int:
+        """Multiplier of an iteration budget for this experience (joint trains all at once)."""
+        return 1
+
+    def training_step(self, batch: Batch) -> Tensor:
+        x, y, task = batch
+        return self.criterion(self.module(x, task), y)
+
+    def adjust_loss(self, batch: Batch, loss: Tensor) -> Tensor:
+        """Plugins add terms to the base strategy's loss here (a base strategy returns it as is)."""
+        return loss
+
+    def after_optimizer_step(self, batch: Batch) -> None:
+        pass
+
+    def after_experience(self, experience: Experience) -> None:
+        pass
+
+    def predict(self, x: Tensor, task: Tensor) -> Tensor:
+        """Logits over the global label space; evaluation goes through here."""
+        return self.module(x, task)
+
+    # -- helpers -----------------------------------------------------------------------------
+    @staticmethod
+    def criterion(logits: Tensor, y: Tensor) -> Tensor:
+        return F.cross_entropy(logits, y)
+
+    def summary(self) -> dict[str, Any]:
+        """Extra numbers for summary.json (buffer sizes, parameter counts, ...)."""
+        return {}
+
+    # -- checkpointing -----------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+class Plugin(Strategy):
+    """A strategy that adds behaviour to a base one: ``strategy=replay plugin=[refresh]``.
+
+    Plugins see every hook after the base strategy. They may not replace the loss or the data;
+    they adjust them (``adjust_loss``) or act around them (``after_optimizer_step``, ...).
+    """
+
+    name = "plugin"
+
+
+class ComposedStrategy(Strategy):
+    """A base strategy plus plugins: hooks run base first, then plugins in order."""
+
+    def __init__(self, base: Strategy, plugins: Sequence[Plugin]):
+        super().__init__()
+        for plugin in plugins:
+            if not isinstance(plugin, Plugin):
+                raise ConfigError("plugin", type(plugin).__name__, "plugins must subclass clplat.strategy.Plugin")
+        self.base, self.plugins = base, list(plugins)
+        self.name = "+".join([base.name, *(p.name for p in plugins)])
+
+    @property
+    def parts(self) -> list[Strategy]:
+        return [self.base, *self.plugins]
+
+    def check_stream(self, stream: Stream) -> None:
+        for part in self.parts:
+            part.check_stream(stream)
+
+    def setup(self, module: "ContinualModule", stream: Stream) -> None:
+        super().setup(module, stream)
+        for part in self.parts:
+            part.setup(module, stream)
+
+    def before_experience(self, experience: Experience) -> None:
+        super().before_experience(experience)
+        for part in self.parts:
+            part.before_experience(experience)
+
+    def train_data(self, experience: Experience) -> SequenceData | None:
+        return self.base.train_data(experience)
+
+    def budget_scale(self, experience: Experience) -> int:
+        return self.base.budget_scale(experience)
+
+    def training_step(self, batch: Batch) -> Tensor:
+        loss = self.base.training_step(batch)
+        for plugin in self.plugins:
+            loss = plugin.adjust_loss(batch, loss)
+        return loss
+
+    def after_optimizer_step(self, batch: Batch) -> None:
+        for part in self.parts:
+            part.after_optimizer_step(batch)
+
+    def after_experience(self, experience: Experience) -> None:
+        for part in self.parts:
+            part.after_experience(experience)
+
+    def predict(self, x: Tensor, task: Tensor) -> Tensor:
+        return self.base.predict(x, task)
+
+    def summary(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for part in self.parts:
+            out.update(part.summary())
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"base": self.base.state_dict(), "plugins": [p.state_dict() for p in self.plugins]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.base.load_state_dict(state["base"])
+        if len(state["plugins"]) != len(self.plugins):
+            raise ValueError(f"checkpoint has {len(state['plugins'])} plugins, this run has {len(self.plugins)}")
+        for plugin, plugin_state in zip(self.plugins, state["plugins"]):
+            plugin.load_state_dict(plugin_state)
+
+
+def compose(base: Strategy, plugins: Sequence[Plugin]) -> Strategy:
+    """The strategy a run uses: the base alone, or the base with its plugins."""
+    if isinstance(base, Plugin):
+        raise ConfigError("strategy", base.name, "is a plugin; use it as plugin=[...] on top of a strategy")
+    return ComposedStrategy(base, plugins) if plugins else base
+
+
+def seeded_generator(seed: int, *salt: int) -> torch.Generator:
+    """A CPU generator for a strategy's own randomness, independent of the global RNG stream."""
+    g = torch.Generator()
+    g.manual_seed(hash((seed, *salt)) & 0x7FFF_FFFF_FFFF_FFFF)
+    return g

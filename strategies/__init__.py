@@ -1,0 +1,1 @@
+"""Continual-learning methods, one module each; wired in by ``conf/strategy/*.yaml``."""

@@ -1,0 +1,26 @@
+"""Joint training on the whole stream: the upper bound (not continual learning)."""
+
+from __future__ import annotations
+
+from clplat.stream import Experience, SequenceData
+from clplat.strategy import Strategy
+
+
+class Joint(Strategy):
+    """Train once, during the first experience, on every experience's data shuffled together.
+
+    The later experiences train nothing and only take their boundary evaluation, so the run
+    still yields one accuracy-matrix row per experience. An epoch budget therefore covers all the
+    data; an iteration budget is scaled by the number of experiences, so joint spends the same
+    number of optimizer steps as a sequential method.
+    """
+
+    name = "joint"
+
+    def train_data(self, experience: Experience) -> SequenceData | None:
+        if experience.index > 0:
+            return None
+        return SequenceData.concat([exp.train for exp in self.stream])
+
+    def budget_scale(self, experience: Experience) -> int:
+        return len(self.stream) if experience.index == 0 else 0

@@ -1,0 +1,62 @@
+"""Experience replay with a reservoir (or class-balanced) buffer.
+
+Chaudhry et al. 2019, "On Tiny Episodic Memories in Continual Learning" (arXiv:1902.10486);
+reservoir sampling as in mammoth's ``utils/buffer.py``; the class-balanced policy is CBRS
+(Chrysakis & Moens, ICML 2020).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from clplat.buffers import ReplayBuffer
+from clplat.errors import check_int
+from clplat.strategy import Batch, Strategy, seeded_generator
+
+
+class Replay(Strategy):
+    """Mix a minibatch drawn from the buffer into every training step; insert after the step.
+
+    The loss is the mean cross-entropy over the concatenated stream + replay batch (current
+    mammoth ``models/er.py``), not a sum of two means. The stream batch is inserted into the
+    buffer after the optimizer step, un-augmented.
+    """
+
+    name = "replay"
+
+    def __init__(self, buffer_size: int = 500, replay_batch_size: int | None = None,
+                 policy: str = "reservoir", seed: int = 0):
+        super().__init__()
+        check_int("strategy.buffer_size", buffer_size, 1)
+        check_int("strategy.replay_batch_size", replay_batch_size, 1, allow_none=True)
+        self.buffer = ReplayBuffer(buffer_size, policy, seeded_generator(seed, 1))
+        self.replay_batch_size = replay_batch_size
+
+    def training_step(self, batch: Batch) -> Tensor:
+        x, y, task = batch
+        if not self.buffer.is_empty:
+            memory = self.buffer.sample(self.replay_batch_size or x.shape[0])
+            x = torch.cat([x, memory["x"]])
+            y = torch.cat([y, memory["y"]])
+            task = torch.cat([task, memory["task"]])
+        return self.criterion(self.module(x, task), y)
+
+    def after_optimizer_step(self, batch: Batch) -> None:
+        x, y, task = batch
+        self.buffer.add(x, y, task)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "buffer_size": len(self.buffer),
+            "buffer_bytes": self.buffer.nbytes(),
+            "buffer_class_counts": {str(k): v for k, v in self.buffer.class_counts().items()},
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"buffer": self.buffer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.buffer.load_state_dict(state["buffer"])

@@ -1,0 +1,97 @@
+"""The command line: a real run in a subprocess, and every bad input stopping with one line."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from clplat.train import preflight
+from tests.conftest import TINY
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "clplat.train", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_cli_runs_an_experiment_into_the_hydra_run_dir(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = run_cli(*TINY, "print_summary=true", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "accuracy after each experience" in proc.stdout
+    for name in ("metrics.csv", "summary.json", "accuracy_matrix.csv", "config.yaml", "forgetting_curves.png"):
+        assert (run_dir / name).exists(), name
+    assert (run_dir / ".hydra" / "overrides.yaml").exists()
+
+
+def test_cli_usage_error_exits_2_with_one_line_and_writes_nothing(tmp_path):
+    run_dir = tmp_path / "never"
+    proc = run_cli("eval.every_n_iters=0", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == ["clplat: error: eval.every_n_iters=0 is not valid: must be an integer >= 1"]
+    assert not run_dir.exists()
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["strategy=bogus"], "Could not find 'strategy/bogus' (available: cumulative, joint, naive, replay)"),
+    (["experiment=bogus"], "Could not find 'experiment/bogus'"),
+    (["plugin=[bogus]"], "Could not load 'plugin/bogus'"),
+    (["eval.every_n_iters=0"], "eval.every_n_iters=0 is not valid: must be an integer >= 1"),
+    (["eval.every_n_iters=-5"], "eval.every_n_iters=-5"),
+    (["strategy.buffer_size=-1"], "strategy.buffer_size=-1 is not valid: must be an integer >= 1"),
+    (["strategy.replay_batch_size=0"], "strategy.replay_batch_size=0"),
+    (["strategy.policy=fifo"], "strategy.policy='fifo' is not valid: allowed values are reservoir, class_balanced"),
+    (["trainer.epochs=abc"], "trainer.epochs='abc' is not valid"),
+    (["trainer.batch_size=0"], "trainer.batch_size=0"),
+    (["trainer.epochs=null"], "set trainer.epochs or trainer.iterations"),
+    (["eval.subset_size=0"], "eval.subset_size=0"),
+    (["eval.tasks=future"], "eval.tasks='future' is not valid: allowed values are seen, all"),
+    (["eval.colour=red"], "Could not override 'eval.colour': no such key"),
+    (["+strategy.colour=red"], "could not be built"),
+    (["head.type=double"], "head.type='double' is not valid: allowed values are auto, single, multi"),
+    (["logger.kind=tensorboard"], "logger.kind='tensorboard'"),
+    (["logger=wandb", "logger.mode=sometimes"], "logger.mode='sometimes'"),
+    (["backbone.pooling=max"], "backbone.pooling='max' is not valid: allowed values are last, mean"),
+    (["backbone.hidden_size=0"], "backbone.hidden_size=0"),
+    (["optimizer.lr=-0.1"], "Invalid learning rate"),
+    (["seed=-3"], "seed=-3 is not valid"),
+    (["-m", "strategy=naive,bogus"], "Could not find 'strategy/bogus'"),
+    (["-m", "eval.every_n_iters=5,0"], "eval.every_n_iters=0 is not valid"),
+])
+def test_bad_inputs_stop_in_preflight_with_one_clear_line(args, expected, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        preflight(args)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("clplat: error: ")
+    assert expected in err[0]
+
+
+def test_good_inputs_pass_preflight(capsys):
+    preflight(["strategy=naive", "backbone=lstm", "eval=dense"])
+    preflight(["-m", "strategy=naive,replay,joint,cumulative", "seed=0,1"])
+    preflight(["--cfg", "job"])  # inspection flags are left to Hydra
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("overrides, tiny, expected", [
+    (["head.type=multi"], True, "head.type='multi' is not valid: a multi-head needs task ids"),
+    (["stream.n_experiences=3"], True, "stream.classes_per_experience=2 is not valid"),
+    (["stream=split_mnist", "stream.source.root=/nonexistent"], False, "stream.source.root"),
+])
+def test_errors_found_when_the_stream_is_built_are_one_line_too(make_cfg, overrides, tiny, expected):
+    from clplat.errors import ConfigError
+    from clplat.experiment import run_experiment
+
+    cfg = make_cfg(*overrides, tiny=tiny)
+    with pytest.raises(ConfigError) as err:
+        run_experiment(cfg)
+    assert expected in str(err.value) and "\n" not in str(err.value)
+    assert not (Path(cfg.run_dir) / "metrics.csv").exists()
