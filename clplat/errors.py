@@ -43,3 +43,20 @@ def check_float(
         lo = "-inf" if minimum is None else minimum
         hi = "inf" if maximum is None else maximum
         raise ConfigError(key, value, f"must be a number in [{lo}, {hi}]")
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite: stop, keep what was written, say where."""
+
+    def __init__(self, value: float, iteration: int, experience: int) -> None:
+        self.value, self.iteration, self.experience = value, iteration, experience
+        super().__init__(f"the loss became {value} at iteration {iteration} (experience {experience}); "
+                         "lower the learning rate or clip gradients (trainer.gradient_clip_val)")
+
+
+class RunInterrupted(BaseException):
+    """SIGTERM/SIGINT during a run; a ``BaseException`` so no ``except Exception`` swallows it."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(f"interrupted by signal {signum}")

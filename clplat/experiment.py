@@ -13,11 +13,14 @@ import hashlib
 import json
 import logging
 import platform
+import signal
+import threading
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import lightning as L
 import numpy as np
@@ -28,9 +31,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from clplat.analysis.plots import save_run_plots
 from clplat.backbones.base import RecurrentBackbone, count_parameters
+from clplat.checkpointing import latest_checkpoint, load_checkpoint, restore, save_boundary_checkpoint
 from clplat.config import validate_config
 from clplat.data import ExperienceLoader, iterations_for
-from clplat.errors import ConfigError
+from clplat.errors import ConfigError, RunInterrupted, TrainingDiverged
 from clplat.evaluation.evaluator import ContinualEvaluator
 from clplat.evaluation.metrics import accuracy_matrix, summarize
 from clplat.heads import build_head
@@ -39,7 +43,7 @@ from clplat.module import ContinualModule
 from clplat.stream import Stream
 from clplat.strategy import Plugin, Strategy, compose, seeded_generator
 
-RESULT_FILES = ("metrics.csv", "summary.json", "accuracy_matrix.csv")
+RESULT_FILES = ("metrics.csv", "summary.json", "accuracy_matrix.csv", "config.yaml")
 
 
 @dataclass
@@ -122,8 +126,9 @@ def prepare_run_dir(run_dir: Path) -> None:
 
 
 def config_hash(config: dict[str, Any]) -> str:
-    """Identifies the experiment independently of where it ran (run_dir excluded)."""
-    payload = {k: v for k, v in config.items() if k != "run_dir"}
+    """Identifies the experiment independently of where and how it ran (run_dir, resume and
+    console options excluded), so a resumed run matches its checkpoints."""
+    payload = {k: v for k, v in config.items() if k not in ("run_dir", "resume", "print_summary")}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -137,13 +142,20 @@ def versions() -> dict[str, str]:
             "lightning": lightning.__version__, "hydra": hydra.__version__, "numpy": np.__version__}
 
 
-def run_experiment(cfg: DictConfig) -> RunResult:
-    """Train ``cfg``'s strategy over ``cfg``'s stream and write the run directory."""
+def run_experiment(cfg: DictConfig, resume: bool = False) -> RunResult:
+    """Train ``cfg``'s strategy over ``cfg``'s stream and write the run directory.
+
+    With ``resume``, ``cfg.run_dir`` is an interrupted run of the same config: its last boundary
+    checkpoint is restored and training continues with the next experience.
+    """
     started = time.perf_counter()
     quiet_lightning()
     validate_config(cfg)
     run_dir = Path(cfg.run_dir)
-    prepare_run_dir(run_dir)
+    if resume:
+        check_resumable(run_dir)
+    else:
+        prepare_run_dir(run_dir)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
     stream = build_stream(cfg)
@@ -158,7 +170,9 @@ def run_experiment(cfg: DictConfig) -> RunResult:
                                    ev.initial, seed=cfg.seed)
 
     config = OmegaConf.to_container(cfg, resolve=True)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    digest = config_hash(config)
+    if not resume:
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     choices = _hydra_choices()
     run_name = "_".join(filter(None, [choices.get("stream"), choices.get("backbone"), choices.get("strategy")])) or run_dir.name
     loggers = build_loggers(cfg.logger, run_dir, run_name, config)
@@ -174,16 +188,21 @@ def run_experiment(cfg: DictConfig) -> RunResult:
     print(f"clplat: {stream.describe()}", flush=True)
     print(f"clplat: {run_name} -> {run_dir}", flush=True)
     strategy.setup(module, stream)
+    start = 0
+    if resume and (found := latest_checkpoint(run_dir)) is not None:
+        start = restore(trainer, module, load_checkpoint(found[1], digest))
+        print(f"clplat: resuming after experience {start} (iteration {trainer.global_step}) from {found[1]}", flush=True)
     try:
-        for exp in stream:
-            _train_experience(trainer, module, strategy, evaluator, exp, tcfg, cfg.seed)
-            evaluation = evaluator.evaluate_boundary(trainer, module)
-            evaluator.results.save_csv(run_dir / "metrics.csv")
-            if tcfg.checkpoint:
-                trainer.save_checkpoint(run_dir / "checkpoints" / f"exp_{exp.index}.ckpt", weights_only=False)
-            accs = evaluation.accuracies[: exp.index + 1]
-            print(f"clplat: experience {exp.index + 1}/{len(stream)} done at iteration {trainer.global_step}: "
-                  f"mean accuracy on seen tasks {sum(accs) / len(accs):.3f}", flush=True)
+        with stop_on_signals():
+            for exp in stream.experiences[start:]:
+                _train_experience(trainer, module, strategy, evaluator, exp, tcfg, cfg.seed)
+                evaluation = evaluator.evaluate_boundary(trainer, module)
+                evaluator.results.save_csv(run_dir / "metrics.csv")
+                if tcfg.checkpoint:
+                    save_boundary_checkpoint(trainer, run_dir, exp.index, {"config_hash": digest})
+                accs = evaluation.accuracies[: exp.index + 1]
+                print(f"clplat: experience {exp.index + 1}/{len(stream)} done at iteration {trainer.global_step}: "
+                      f"mean accuracy on seen tasks {sum(accs) / len(accs):.3f}", flush=True)
 
         table = evaluator.results.to_frame()
         R = accuracy_matrix(table, num_tasks=len(stream))
@@ -202,17 +221,47 @@ def run_experiment(cfg: DictConfig) -> RunResult:
             "params": {"backbone": count_parameters(backbone), "head": count_parameters(head)},
             "strategy_state": strategy.summary(),
             "seed": cfg.seed,
-            "config_hash": config_hash(config),
+            "config_hash": digest,
+            "resumed": resume,
             "versions": versions(),
             "wall_time_s": round(time.perf_counter() - started, 3),
         }
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False))
         log_run_end(loggers, summary, plots, R.tolist())
+    except (TrainingDiverged, RunInterrupted):
+        evaluator.results.save_csv(run_dir / "metrics.csv")  # everything evaluated so far
+        raise
     finally:
         finish_wandb(loggers)
     if cfg.get("print_summary", True):
         print(format_summary(R, summary), flush=True)
     return RunResult(run_dir, summary)
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """Turn SIGTERM/SIGINT into ``RunInterrupted`` so the loop can save before exiting (and
+    Lightning's own Ctrl+C handling, which exits without telling us, never sees a KeyboardInterrupt)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise RunInterrupted(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def check_resumable(run_dir: Path) -> None:
+    if not (run_dir / "config.yaml").is_file():
+        raise ConfigError("resume", str(run_dir), "is not a clplat run directory (no config.yaml)")
+    if (run_dir / "summary.json").is_file():
+        raise ConfigError("resume", str(run_dir), "finished already (summary.json exists); nothing to resume")
 
 
 def _train_experience(trainer: L.Trainer, module: ContinualModule, strategy: Strategy, evaluator: ContinualEvaluator,

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from clplat.backbones.base import RecurrentBackbone
+from clplat.errors import TrainingDiverged
 from clplat.strategy import Batch, Strategy
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
@@ -35,6 +36,9 @@ class ContinualModule(L.LightningModule):
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         loss = self.strategy.training_step(batch)
+        if not torch.isfinite(loss):  # a host sync; free on CPU, and a diverged run must stop
+            experience = self.strategy.experience.index if self.strategy.experience is not None else 0
+            raise TrainingDiverged(float(loss), self.trainer.global_step + 1, experience)
         self.last_loss = loss.detach()
         self.log("train/loss", self.last_loss, on_step=True, on_epoch=False, batch_size=batch[0].shape[0])
         return loss

@@ -77,6 +77,24 @@ def _expand_overrides(overrides: list[str], multirun: bool) -> list[list[str]]:
     return variants
 
 
+def resume_arguments(argv: Sequence[str]) -> list[str] | None:
+    """``resume=<run_dir>`` alone -> the arguments that make Hydra run in that directory.
+
+    The run continues with its own saved config, so other overrides are refused rather than
+    silently ignored; Hydra writes no new ``.hydra/`` there (the original one is kept).
+    """
+    resume = [a for a in argv if a.startswith("resume=")]
+    if not resume:
+        return None
+    path = Path(resume[-1].split("=", 1)[1]).expanduser()
+    others = [a for a in argv if not a.startswith(("resume=", "hydra."))]
+    if others:
+        fail(f"resume={path} takes no other overrides (the run continues with its own config.yaml); got {' '.join(others)}")
+    if not (path / "config.yaml").is_file():
+        fail(f"resume={str(path)!r} is not valid: not a clplat run directory (no config.yaml)")
+    return [f"resume={path.resolve()}", f"hydra.run.dir={path.resolve()}", "hydra.output_subdir=null"]
+
+
 def preflight(argv: Sequence[str]) -> None:
     """Compose and validate the config(s) that ``argv`` asks for; exit 2 on the first problem."""
     from hydra import compose, initialize_config_dir
@@ -116,18 +134,37 @@ def preflight(argv: Sequence[str]) -> None:
 # an absolute path: relative ones resolve against the module name when run as a console script
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def _hydra_main(cfg: DictConfig) -> float | None:
+    from omegaconf import OmegaConf, open_dict
+
+    from clplat.errors import RunInterrupted, TrainingDiverged
     from clplat.experiment import run_experiment
 
+    resume = cfg.get("resume")
+    if resume:
+        run_dir = Path(resume)
+        cfg = OmegaConf.load(run_dir / "config.yaml")
+        with open_dict(cfg):
+            cfg.run_dir, cfg.resume = str(run_dir), str(run_dir)
     try:
-        result = run_experiment(cfg)
+        result = run_experiment(cfg, resume=bool(resume))
     except ConfigError as err:
         fail(str(err))
+    except TrainingDiverged as err:
+        fail(f"{err}; results so far are in {cfg.run_dir}", code=1)
+    except RunInterrupted as err:
+        fail(f"{err}: results so far are in {cfg.run_dir}; continue with: clplat-train resume={cfg.run_dir}",
+             code=128 + err.signum)
     # returned for sweepers that optimise a metric (e.g. Optuna)
     return result.summary.get("avg_acc")
 
 
 def main() -> None:
-    preflight(sys.argv[1:])
+    argv = sys.argv[1:]
+    resumed = resume_arguments(argv)
+    if resumed is not None:
+        sys.argv = [sys.argv[0], *resumed]
+    else:
+        preflight(argv)
     _hydra_main()
 
 

@@ -1,0 +1,160 @@
+"""Mamba-1 selective scan (S6) on top of the core linear scan.
+
+Layout follows the rest of the platform, ``(batch, time, channels)`` -- *not* mamba-ssm's
+``(batch, channels, time)``:
+
+=============  =====================  ==============================================
+argument       shape                  meaning
+=============  =====================  ==============================================
+``u``          ``(B, T, Din)``        input
+``delta``      ``(B, T, Din)``        step size (before optional bias/softplus)
+``A``          ``(Din, N)``           diagonal state matrix (real; negative for decay)
+``B``, ``C``   ``(B, T, N)``          input-dependent input/output projections
+``D``          ``(Din,)``             skip connection
+``z``          ``(B, T, Din)``        gate: ``y *= silu(z)``
+=============  =====================  ==============================================
+
+Per channel ``d`` and state ``n`` the recurrence is the linear scan with
+``a_t = exp(delta_t[d] A[d, n])`` and ``b_t = delta_t[d] B_t[n] u_t[d]``; the output is
+``y_t[d] = sum_n C_t[n] h_t[d, n] + D[d] u_t[d]``.
+
+Backends:
+
+- ``torch`` (CPU, GPU fallback): builds ``(a, b)`` for a block of channels, flattens ``(Din, N)``
+  into the scan's channel axis and calls :func:`clplat.kernels.dispatch.linear_scan`. Channel
+  blocks bound the ``(B, T, block, N)`` working set; with several blocks each one is wrapped in
+  activation checkpointing so the backward pass also holds one block at a time (the price is
+  recomputing each block's forward once).
+- ``triton`` (CUDA; CPU under ``TRITON_INTERPRET=1``): fused kernels in
+  :mod:`clplat.kernels.triton_selective` that keep the ``(BD, N)`` state in registers and never
+  write ``(B, T, Din, N)`` to memory (only tile-boundary states, ``T / BT`` of it, for backward).
+  Bias/softplus on ``delta``, ``D`` and ``z`` are cheap elementwise ops done by PyTorch around the
+  fused core.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.checkpoint import checkpoint
+
+from clplat.kernels.dispatch import BACKENDS, linear_scan, resolve_backend
+from clplat.kernels.reference import selective_scan_ref
+
+__all__ = ["selective_scan", "selective_scan_ref"]
+
+# Elements of one (B, T, block, N) tensor per channel block on the torch path (~64 MiB fp32).
+_TORCH_BLOCK_ELEMENTS = 1 << 24
+
+
+def _check(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None, z: Tensor | None,
+           delta_bias: Tensor | None) -> None:
+    """Shape checks with messages that name the offending argument and the expected shape."""
+    if u.dim() != 3:
+        raise ValueError(f"selective_scan: u must have shape (B, T, Din), got {tuple(u.shape)}")
+    Bsz, T, Din = u.shape
+    if A.dim() != 2 or A.shape[0] != Din:
+        raise ValueError(f"selective_scan: A must have shape (Din, N) = ({Din}, N), got {tuple(A.shape)}")
+    N = A.shape[1]
+    expected = {
+        "delta": (delta, (Bsz, T, Din)),
+        "B": (B, (Bsz, T, N)),
+        "C": (C, (Bsz, T, N)),
+        "D": (D, (Din,)),
+        "z": (z, (Bsz, T, Din)),
+        "delta_bias": (delta_bias, (Din,)),
+    }
+    for name, (x, shape) in expected.items():
+        if x is not None and tuple(x.shape) != shape:
+            raise ValueError(f"selective_scan: {name} must have shape {shape}, got {tuple(x.shape)}")
+    for name, x in (("u", u), ("delta", delta), ("A", A), ("B", B), ("C", C)):
+        if not x.is_floating_point():
+            raise TypeError(f"selective_scan: {name} must be a real floating point tensor, got {x.dtype}")
+        if x.device != u.device:
+            raise ValueError(f"selective_scan: {name} is on {x.device}, u is on {u.device}")
+
+
+def _torch_block(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor) -> tuple[Tensor, Tensor]:
+    """Core for one channel block via the generic scan; returns ``(y, last_state)``."""
+    Bsz, T, Din = u.shape
+    N = A.shape[1]
+    gate = torch.exp(delta[..., None] * A)  # (B, T, Din, N)
+    inp = (delta * u)[..., None] * B[:, :, None, :]
+    h, last = linear_scan(gate.reshape(Bsz, T, Din * N), inp.reshape(Bsz, T, Din * N), backend="torch", return_final=True)
+    y = torch.einsum("btdn,btn->btd", h.view(Bsz, T, Din, N), C)
+    return y, last.view(Bsz, Din, N)
+
+
+def _torch_core(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, block: int | None) -> tuple[Tensor, Tensor]:
+    Bsz, T, Din = u.shape
+    N = A.shape[1]
+    if block is None:
+        block = max(1, min(Din, _TORCH_BLOCK_ELEMENTS // max(1, Bsz * T * N)))
+    if block >= Din:
+        return _torch_block(u, delta, A, B, C)
+    use_ckpt = torch.is_grad_enabled() and any(x.requires_grad for x in (u, delta, A, B, C))
+    ys, lasts = [], []
+    for lo in range(0, Din, block):
+        sl = slice(lo, lo + block)
+        args = (u[..., sl], delta[..., sl], A[sl], B, C)
+        if use_ckpt:
+            y, last = checkpoint(_torch_block, *args, use_reentrant=False)
+        else:
+            y, last = _torch_block(*args)
+        ys.append(y)
+        lasts.append(last)
+    return torch.cat(ys, dim=-1), torch.cat(lasts, dim=1)
+
+
+def selective_scan(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    z: Tensor | None = None,
+    delta_bias: Tensor | None = None,
+    delta_softplus: bool = False,
+    return_last_state: bool = False,
+    backend: str = "auto",
+    channel_block: int | None = None,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """Mamba-1 selective scan; see the module docstring for shapes and semantics.
+
+    Args:
+        delta_bias, delta_softplus: ``delta <- softplus(delta + delta_bias)`` as in mamba-ssm.
+        return_last_state: also return the final state ``(B, Din, N)`` (fp32 for half inputs).
+        backend: ``auto`` (Triton on CUDA when importable), ``torch``, ``triton`` or ``reference``.
+        channel_block: torch path only: channels per block (default bounds memory to ~64 MiB).
+
+    Returns ``y (B, T, Din)`` in ``u``'s dtype (and the last state). Computation is in fp32 for
+    fp16/bf16 inputs, like mamba-ssm's reference.
+    """
+    _check(u, delta, A, B, C, D, z, delta_bias)
+    if backend not in BACKENDS:
+        raise ValueError(f"selective_scan: backend={backend!r} is not valid: allowed values are {', '.join(BACKENDS)}")
+    chosen = resolve_backend(backend, u.device)
+    if chosen == "reference":
+        return selective_scan_ref(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
+    out_dtype = u.dtype
+    compute = torch.promote_types(out_dtype, torch.float32)
+    uc, dc = u.to(compute), delta.to(compute)
+    if delta_bias is not None:
+        dc = dc + delta_bias.to(compute)
+    if delta_softplus:
+        dc = F.softplus(dc)
+    Ac, Bc, Cc = A.to(compute), B.to(compute), C.to(compute)
+    if chosen == "triton":
+        from clplat.kernels.triton_selective import selective_scan_core_triton
+
+        y, last = selective_scan_core_triton(uc, dc, Ac, Bc, Cc)
+    else:
+        y, last = _torch_core(uc, dc, Ac, Bc, Cc, channel_block)
+    if D is not None:
+        y = y + uc * D.to(compute)
+    if z is not None:
+        y = y * F.silu(z.to(compute))
+    y = y.to(out_dtype)
+    return (y, last) if return_last_state else y

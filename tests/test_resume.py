@@ -1,0 +1,140 @@
+"""Interrupted runs resume from their last boundary checkpoint and end exactly as if never stopped."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import open_dict
+
+from clplat.errors import ConfigError, RunInterrupted, TrainingDiverged
+from clplat.experiment import run_experiment
+from clplat.module import ContinualModule
+from tests.conftest import TINY
+
+ROOT = Path(__file__).resolve().parents[1]
+VOLATILE = ("wall_time_s", "resumed")  # how long and how it ran, not what it computed
+
+
+def comparable(run_dir: Path) -> tuple[str, dict]:
+    summary = json.loads((run_dir / "summary.json").read_text())
+    return (run_dir / "metrics.csv").read_text(), {k: v for k, v in summary.items() if k not in VOLATILE}
+
+
+def interrupt_at(monkeypatch: pytest.MonkeyPatch, iteration: int, error: BaseException) -> None:
+    original = ContinualModule.training_step
+
+    def step(self, batch, batch_idx):
+        if self.trainer.global_step == iteration:
+            raise error
+        return original(self, batch, batch_idx)
+
+    monkeypatch.setattr(ContinualModule, "training_step", step)
+
+
+@pytest.mark.parametrize("strategy", ["naive", "joint", "cumulative", "replay", "replay_cb"])
+def test_resume_equals_an_uninterrupted_run(make_cfg, monkeypatch, strategy):
+    overrides = ["strategy=replay", "strategy.policy=class_balanced"] if strategy == "replay_cb" else [f"strategy={strategy}"]
+    overrides += ["backbone.dropout=0.2", "backbone.num_layers=2"]  # dropout draws from the global RNG
+    reference = make_cfg(*overrides)
+    run_experiment(reference)
+
+    interrupted = make_cfg(*overrides)
+    # joint trains only in experience 0 (30 steps): stop inside it; others stop inside experience 2
+    interrupt_at(monkeypatch, 3 if strategy == "joint" else 14, RunInterrupted(signal.SIGTERM))
+    with pytest.raises(RunInterrupted):
+        run_experiment(interrupted)
+    run_dir = Path(interrupted.run_dir)
+    assert (run_dir / "metrics.csv").exists() and not (run_dir / "summary.json").exists()
+    monkeypatch.undo()
+    result = run_experiment(interrupted, resume=True)
+    assert result.summary["resumed"] is True
+    assert comparable(run_dir) == comparable(Path(reference.run_dir))
+
+
+def test_resume_refuses_finished_foreign_and_corrupt_runs(make_cfg, monkeypatch):
+    cfg = make_cfg("strategy=naive")
+    run_experiment(cfg)
+    with pytest.raises(ConfigError, match="finished already"):
+        run_experiment(cfg, resume=True)
+
+    partial = make_cfg("strategy=naive")
+    interrupt_at(monkeypatch, 14, RunInterrupted(signal.SIGINT))
+    with pytest.raises(RunInterrupted):
+        run_experiment(partial)
+    monkeypatch.undo()
+    run_dir = Path(partial.run_dir)
+    other = partial.copy()
+    with open_dict(other):
+        other.trainer.iterations = 7
+    with pytest.raises(ConfigError, match="another configuration"):
+        run_experiment(other, resume=True)
+    (run_dir / "checkpoints" / "exp_1.ckpt").write_bytes(b"truncated")
+    with pytest.raises(ConfigError, match="exp_1.ckpt.*unreadable"):
+        run_experiment(partial, resume=True)
+    with pytest.raises(ConfigError, match="no config.yaml"):
+        run_experiment(make_cfg("strategy=naive"), resume=True)
+
+
+def test_nonfinite_loss_stops_and_keeps_results(make_cfg, monkeypatch):
+    from strategies.naive import Naive
+
+    cfg = make_cfg("strategy=naive")
+    honest = Naive.training_step
+
+    def poisoned(self, batch):  # the strategy's loss turns NaN at the 10th step
+        loss = honest(self, batch)
+        return loss * float("nan") if self.module.trainer.global_step == 9 else loss
+
+    monkeypatch.setattr(Naive, "training_step", poisoned)
+    with pytest.raises(TrainingDiverged, match=r"nan at iteration 10 \(experience 1\)"):
+        run_experiment(cfg)
+    rows = (Path(cfg.run_dir) / "metrics.csv").read_text().splitlines()
+    assert len(rows) > 5  # the evaluations before the divergence were kept
+
+
+def test_sigkill_then_resume_through_the_cli(tmp_path):
+    """A run killed with SIGKILL mid-experience resumes from its last checkpoint via the CLI."""
+    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": str(ROOT)}
+    args = [*TINY, "trainer.iterations=40", "eval.every_n_iters=10"]
+    reference, killed = tmp_path / "reference", tmp_path / "killed"
+    subprocess.run([sys.executable, "-m", "clplat.train", *args, f"hydra.run.dir={reference}"],
+                   env=env, check=True, capture_output=True, timeout=600)
+    proc = subprocess.Popen([sys.executable, "-m", "clplat.train", *args, f"hydra.run.dir={killed}"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (killed / "checkpoints" / "exp_1.ckpt").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "summary.json").exists(), "the run finished before it could be killed"
+    resumed = subprocess.run([sys.executable, "-m", "clplat.train", f"resume={killed}"], env=env,
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming after experience" in resumed.stdout
+    assert comparable(killed) == comparable(reference)
+
+
+def test_sigterm_saves_and_says_how_to_resume(tmp_path):
+    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": str(ROOT)}
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "clplat.train", *TINY, "trainer.iterations=200",
+                             f"hydra.run.dir={run_dir}"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not (run_dir / "checkpoints" / "exp_0.ckpt").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert f"resume={run_dir}" in err.strip().splitlines()[-1]
+    assert (run_dir / "metrics.csv").exists() and not (run_dir / "summary.json").exists()
+    assert subprocess.run([sys.executable, "-m", "clplat.train", f"resume={run_dir}", "seed=3"], env=env,
+                          capture_output=True, timeout=120).returncode == 2
