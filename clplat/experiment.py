@@ -34,12 +34,13 @@ from clplat.backbones.base import RecurrentBackbone, count_parameters
 from clplat.checkpointing import latest_checkpoint, load_checkpoint, restore, save_boundary_checkpoint
 from clplat.config import validate_config
 from clplat.data import ExperienceLoader, iterations_for
-from clplat.errors import ConfigError, RunInterrupted, TrainingDiverged
+from clplat.errors import ConfigError, RunInterrupted, TrainingDiverged, check_int
 from clplat.evaluation.evaluator import ContinualEvaluator
 from clplat.evaluation.metrics import accuracy_matrix, summarize
 from clplat.heads import build_head
 from clplat.logging import build_loggers, finish_wandb, log_run_end
 from clplat.module import ContinualModule
+from clplat.progress import StreamProgress
 from clplat.stream import Stream
 from clplat.strategy import Plugin, Strategy, compose, seeded_generator
 
@@ -168,6 +169,7 @@ def run_experiment(cfg: DictConfig, resume: bool = False) -> RunResult:
     ev = cfg.eval
     evaluator = ContinualEvaluator(stream, ev.every_n_iters, ev.subset_size, ev.tasks, ev.batch_size,
                                    ev.initial, seed=cfg.seed)
+    progress = StreamProgress.from_config(cfg, evaluator, len(stream))
 
     config = OmegaConf.to_container(cfg, resolve=True)
     digest = config_hash(config)
@@ -180,29 +182,31 @@ def run_experiment(cfg: DictConfig, resume: bool = False) -> RunResult:
     trainer = L.Trainer(
         accelerator=tcfg.accelerator, devices=tcfg.devices, precision=tcfg.precision,
         gradient_clip_val=tcfg.gradient_clip_val, deterministic=tcfg.deterministic,
-        logger=loggers or False, callbacks=[evaluator], log_every_n_steps=tcfg.log_every_n_steps,
+        logger=loggers or False, callbacks=[evaluator, progress], log_every_n_steps=tcfg.log_every_n_steps,
         enable_progress_bar=tcfg.enable_progress_bar, enable_model_summary=False,
         enable_checkpointing=False, num_sanity_val_steps=0, limit_val_batches=0,
         max_epochs=0, default_root_dir=str(run_dir),
     )
-    print(f"clplat: {stream.describe()}", flush=True)
-    print(f"clplat: {run_name} -> {run_dir}", flush=True)
+    progress.info(stream.describe())
+    progress.info(f"{run_name} -> {run_dir}")
     strategy.setup(module, stream)
     start = 0
     if resume and (found := latest_checkpoint(run_dir)) is not None:
         start = restore(trainer, module, load_checkpoint(found[1], digest))
-        print(f"clplat: resuming after experience {start} (iteration {trainer.global_step}) from {found[1]}", flush=True)
+        progress.info(f"resuming after experience {start} (iteration {trainer.global_step}) from {found[1]}")
+    online = online_regime(stream)
+    if online is not None:
+        progress.info(f"online stream: one pass per experience in batches of {online['batch_size']} "
+                      "(trainer.epochs, trainer.iterations and trainer.batch_size are ignored)")
     try:
         with stop_on_signals():
             for exp in stream.experiences[start:]:
-                _train_experience(trainer, module, strategy, evaluator, exp, tcfg, cfg.seed)
+                _train_experience(trainer, module, strategy, evaluator, exp, tcfg, cfg.seed, online)
                 evaluation = evaluator.evaluate_boundary(trainer, module)
                 evaluator.results.save_csv(run_dir / "metrics.csv")
                 if tcfg.checkpoint:
                     save_boundary_checkpoint(trainer, run_dir, exp.index, {"config_hash": digest})
-                accs = evaluation.accuracies[: exp.index + 1]
-                print(f"clplat: experience {exp.index + 1}/{len(stream)} done at iteration {trainer.global_step}: "
-                      f"mean accuracy on seen tasks {sum(accs) / len(accs):.3f}", flush=True)
+                progress.experience_done(exp.index, trainer.global_step, evaluation.accuracies[: exp.index + 1])
 
         table = evaluator.results.to_frame()
         R = accuracy_matrix(table, num_tasks=len(stream))
@@ -232,8 +236,10 @@ def run_experiment(cfg: DictConfig, resume: bool = False) -> RunResult:
         evaluator.results.save_csv(run_dir / "metrics.csv")  # everything evaluated so far
         raise
     finally:
+        progress.close()
         finish_wandb(loggers)
-    if cfg.get("print_summary", True):
+    progress.run_done(run_dir, summary)
+    if cfg.get("print_summary", True) and not progress.quiet:
         print(format_summary(R, summary), flush=True)
     return RunResult(run_dir, summary)
 
@@ -264,18 +270,36 @@ def check_resumable(run_dir: Path) -> None:
         raise ConfigError("resume", str(run_dir), "finished already (summary.json exists); nothing to resume")
 
 
+def online_regime(stream: Stream) -> dict[str, int] | None:
+    """``{"batch_size": b}`` when the stream asks to be trained online (``streams.online``), else None.
+
+    The stream carries the regime because it cannot set trainer options; checked here so a
+    hand-written metadata entry fails with a clear line rather than inside the loader.
+    """
+    online = stream.metadata.get("online")
+    if online is None:
+        return None
+    batch_size = online.get("batch_size") if isinstance(online, dict) else None
+    check_int("stream.batch_size", batch_size, 1)
+    return {"batch_size": batch_size}
+
+
 def _train_experience(trainer: L.Trainer, module: ContinualModule, strategy: Strategy, evaluator: ContinualEvaluator,
-                      exp, tcfg: DictConfig, seed: int) -> None:
+                      exp, tcfg: DictConfig, seed: int, online: dict[str, int] | None = None) -> None:
     evaluator.begin_experience(exp.index)
     module.head.observe_classes(exp.classes)
     strategy.before_experience(exp)
     data = strategy.train_data(exp)
     iters = 0
+    batch_size = tcfg.batch_size if online is None else online["batch_size"]
     if data is not None and len(data) > 0:
-        iters = iterations_for(len(data), tcfg.batch_size, tcfg.epochs, tcfg.iterations,
-                               strategy.budget_scale(exp))
+        if online is not None:  # one pass over whatever the strategy trains on, whatever the budget says
+            iters = iterations_for(len(data), batch_size, epochs=1, iterations=None)
+        else:
+            iters = iterations_for(len(data), batch_size, tcfg.epochs, tcfg.iterations,
+                                   strategy.budget_scale(exp))
     if iters > 0:
-        loader = ExperienceLoader(data, tcfg.batch_size, iters, seeded_generator(seed, 104729, exp.index))
+        loader = ExperienceLoader(data, batch_size, iters, seeded_generator(seed, 104729, exp.index))
         trainer.fit_loop.max_epochs = trainer.current_epoch + 1
         with warnings.catch_warnings():
             # tensors sliced in-process by our own loader: Lightning's worker hints do not apply

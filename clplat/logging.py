@@ -2,15 +2,24 @@
 
 One logger run covers the whole stream; every evaluation is logged at ``step = cl/global_iter``
 (monotonic across experiences), and W&B is told to use ``cl/global_iter`` as the x-axis.
-W&B runs offline by itself when no API key is configured, so a run never needs the network.
+W&B runs offline by itself when no API key is configured, so a run never needs the network;
+``wandb sync <run_dir>/wandb/offline-run-*`` uploads it later.
+
+W&B runs are organised for comparing sweeps: the runs of one Hydra multirun share a *group*
+(the sweep directory), their *job type* is the swept setting without the seed (so W&B's
+grouped charts average exactly the runs a ``clplat-report`` row averages), and every run is
+tagged ``strategy:…``, ``stream:…``, ``backbone:…``. At the end a run logs its plots, the
+accuracy matrix, its results row and the tidy evaluation table as W&B tables, and a per-task
+accuracy chart, so the W&B page holds what the run directory holds.
 """
 
 from __future__ import annotations
 
 import netrc
 import os
+import sys
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 
@@ -53,44 +62,186 @@ def build_loggers(cfg: Mapping[str, Any], run_dir: Path, run_name: str, config: 
     tags = list(cfg.get("tags") or [])
     if not all(isinstance(t, str) for t in tags):
         raise ConfigError("logger.tags", tags, "must be a list of strings")
+    meta = wandb_run_metadata(config, run_name, cfg.get("group"), tags)
     logger = WandbLogger(
         project=cfg.get("project") or "clplat",
         entity=cfg.get("entity"),
-        group=cfg.get("group"),
-        tags=tags,
-        name=run_name,
         save_dir=str(run_dir),
         mode=mode,
         config=config,
+        **meta,
     )
     run = logger.experiment  # start the run now so its x-axis is defined before any metric
     if hasattr(run, "define_metric"):
         run.define_metric("cl/global_iter")
         run.define_metric("eval/*", step_metric="cl/global_iter")
-        run.define_metric("cl/*", step_metric="cl/global_iter")
+        run.define_metric("cl/experience", step_metric="cl/global_iter")
     return [logger]
+
+
+# -- W&B run identity ------------------------------------------------------------------------
+
+_TAG_GROUPS = ("strategy", "stream", "backbone")
+_WANDB_MAX_TAG = 64  # W&B rejects longer tags and job types
+_WANDB_MAX_GROUP = 128
+
+
+def _hydra() -> Any:
+    """Hydra's runtime config of this job, or ``None`` outside a Hydra app (tests, notebooks)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+    except ImportError:  # pragma: no cover - hydra is a core dependency
+        return None
+    return HydraConfig.get() if HydraConfig.initialized() else None
+
+
+def component_names(config: Mapping[str, Any]) -> dict[str, str]:
+    """Short names of the strategy, stream and backbone: Hydra's choices (``strategy=replay``),
+    else derived from the config (the stream's ``name``, the class name of the ``_target_``)."""
+    hydra_cfg = _hydra()
+    choices = dict(hydra_cfg.runtime.choices) if hydra_cfg is not None else {}
+    names: dict[str, str] = {}
+    for group in _TAG_GROUPS:
+        choice = choices.get(group)
+        node = config.get(group) if isinstance(config.get(group), Mapping) else {}
+        if isinstance(choice, str):
+            names[group] = choice
+        elif node.get("name"):
+            names[group] = str(node["name"])
+        elif node.get("_target_"):
+            names[group] = str(node["_target_"]).rsplit(".", 1)[-1].lower().removesuffix("backbone")
+    return names
+
+
+def swept_overrides(sweep_dir: Path, job_overrides: Sequence[str]) -> list[str]:
+    """The job's overrides of the keys the sweep varies (from ``<sweep_dir>/multirun.yaml``),
+    seed excluded: the setting that this run repeats over seeds."""
+    path = sweep_dir / "multirun.yaml"
+    if not path.is_file():
+        return []
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    try:
+        task = list(OmegaConf.load(path).hydra.overrides.task)
+        parsed = OverridesParser.create().parse_overrides(task)
+    except Exception:  # noqa: BLE001 - metadata only: a run never fails over its W&B job type
+        return []
+    swept = {o.get_key_element().lstrip("+~") for o in parsed if o.is_sweep_override()} - {"seed"}
+    return [o for o in job_overrides if o.split("=", 1)[0].lstrip("+~") in swept]
+
+
+def wandb_run_metadata(config: Mapping[str, Any], run_name: str, group: str | None,
+                       tags: Sequence[str]) -> dict[str, Any]:
+    """``name``, ``group``, ``job_type`` and ``tags`` of the W&B run.
+
+    In a multirun: group = the sweep directory (``<date>/<time>``) unless ``logger.group`` is
+    set, job type = the swept overrides without the seed, name = ``<run_name>#<job number>``.
+    """
+    names = component_names(config)
+    all_tags = [*tags, *(f"{group_}:{name}" for group_, name in names.items())]
+    meta: dict[str, Any] = {"name": run_name, "group": group, "job_type": "train",
+                            "tags": list(dict.fromkeys(t[:_WANDB_MAX_TAG] for t in all_tags))}
+    hydra_cfg = _hydra()
+    from hydra.types import RunMode
+
+    if hydra_cfg is None or hydra_cfg.mode != RunMode.MULTIRUN:
+        return meta
+    sweep_dir = Path(str(hydra_cfg.sweep.dir))
+    if group is None:
+        meta["group"] = "/".join(sweep_dir.parts[-2:])[-_WANDB_MAX_GROUP:]
+    setting = swept_overrides(sweep_dir, list(hydra_cfg.overrides.task))
+    if setting:
+        meta["job_type"] = ",".join(setting)[:_WANDB_MAX_TAG]
+    meta["name"] = f"{run_name}#{hydra_cfg.job.num}"
+    return meta
 
 
 def log_run_end(loggers: list[Logger], summary: Mapping[str, Any], plots: Mapping[str, Path],
                 accuracy_matrix: list[list[float]] | None) -> None:
-    """Summary metrics, plots and the accuracy matrix to every logger that can take them."""
+    """Summary metrics, plots, tables and the per-task chart to every logger that can take them.
+
+    The tidy evaluation table is read back from ``<run_dir>/metrics.csv`` (the logger's save
+    directory), the file every other consumer reads too.
+    """
     for logger in loggers:
         if isinstance(logger, WandbLogger):
-            run = logger.experiment
-            run.summary.update({k: v for k, v in summary.items() if isinstance(v, (int, float, str))})
-            for key, path in plots.items():
-                logger.log_image(key=f"plots/{key}", images=[str(path)])
-            if accuracy_matrix is not None:
-                columns = ["after_experience", *[f"task_{j}" for j in range(len(accuracy_matrix))]]
-                rows = [[i, *row] for i, row in enumerate(accuracy_matrix)]
-                logger.log_table(key="accuracy_matrix", columns=columns, data=rows)
+            _log_wandb_run_end(logger, summary, plots, accuracy_matrix)
         logger.finalize("success")
 
 
-def finish_wandb(loggers: list[Logger]) -> None:
-    """Close the W&B run so that sweep jobs sharing a process never share a run."""
+_RESULT_KEYS = ("avg_acc", "forgetting", "bwt", "fwt", "min_acc", "wc_acc", "wf10", "sg_depth_mean",
+                "sg_recovery_iters_mean", "global_iters", "wall_time_s")
+
+
+def _log_wandb_run_end(logger: WandbLogger, summary: Mapping[str, Any], plots: Mapping[str, Path],
+                       accuracy_matrix: list[list[float]] | None) -> None:
+    import pandas as pd
+    import wandb
+
+    run = logger.experiment
+    run.summary.update({k: v for k, v in summary.items() if isinstance(v, (int, float, str))})
+    for key, path in plots.items():
+        logger.log_image(key=f"plots/{Path(key).stem}", images=[str(path)])
+    if accuracy_matrix is not None:
+        columns = ["after_experience", *[f"task_{j}" for j in range(len(accuracy_matrix))]]
+        rows = [[i, *row] for i, row in enumerate(accuracy_matrix)]
+        logger.log_table(key="accuracy_matrix", columns=columns, data=rows)
+    names = component_names(dict(run.config))
+    identity = {"run": run.name, **{g: names.get(g) for g in _TAG_GROUPS}, "seed": summary.get("seed")}
+    results = {**identity, **{k: summary.get(k) for k in _RESULT_KEYS}}
+    logger.log_table(key="results", columns=list(results), data=[list(results.values())])
+
+    metrics_csv = Path(logger.save_dir or ".") / "metrics.csv"
+    if not metrics_csv.is_file():
+        return
+    table = pd.read_csv(metrics_csv)
+    shown = thin_evaluations(table, wandb.Table.MAX_ROWS)
+    logger.log_table(key="evaluations", dataframe=shown)
+    run.log({"curves/accuracy_per_task": per_task_chart(table)})
+    run.save(str(metrics_csv), base_path=str(metrics_csv.parent), policy="now")  # the full table
+
+
+def thin_evaluations(table: Any, max_rows: int) -> Any:
+    """At most ``max_rows`` rows of the tidy table for a W&B table (which truncates beyond its
+    limit): every boundary and initial evaluation, and evaluation times evenly spread between."""
+    if len(table) <= max_rows:
+        return table
+    import numpy as np
+
+    times = np.unique(table["global_iter"].to_numpy())
+    rows_per_time = int(table.groupby("global_iter").size().max())  # the most tasks evaluated at once
+    flags = table["boundary"].astype(str).str.lower().isin(("true", "1")) | \
+        table["initial"].astype(str).str.lower().isin(("true", "1"))
+    kept = set(table.loc[flags, "global_iter"].tolist())
+    spread = max_rows // rows_per_time - len(kept)
+    if spread > 0:
+        kept |= set(times[np.unique(np.linspace(0, len(times) - 1, spread).round().astype(int))].tolist())
+    return table.loc[table["global_iter"].isin(kept)].head(max_rows)
+
+
+def per_task_chart(table: Any) -> Any:
+    """``wandb.plot.line_series`` of every task's accuracy against ``cl/global_iter`` (one chart)."""
+    import wandb
+
+    seen = table.loc[table["eval_task"] <= table["experience"]]
+    tasks = sorted(int(t) for t in seen["eval_task"].unique())
+    xs = [seen.loc[seen["eval_task"] == t, "global_iter"].tolist() for t in tasks]
+    ys = [seen.loc[seen["eval_task"] == t, "accuracy"].tolist() for t in tasks]
+    return wandb.plot.line_series(xs=xs, ys=ys, keys=[f"task {t}" for t in tasks],
+                                  title="Accuracy per task", xname="cl/global_iter")
+
+
+def finish_wandb(loggers: list[Logger], exit_code: int | None = None) -> None:
+    """Close the W&B run so that sweep jobs sharing a process never share a run.
+
+    Called from a ``finally`` block: without ``exit_code``, a run is marked failed (exit code 1)
+    when an exception is propagating, so a crashed job does not look finished in W&B.
+    """
+    if exit_code is None:
+        exit_code = 1 if sys.exc_info()[0] is not None else 0
     for logger in loggers:
         if isinstance(logger, WandbLogger):
             import wandb
 
-            wandb.finish()
+            wandb.finish(exit_code=exit_code)

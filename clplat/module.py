@@ -35,6 +35,7 @@ class ContinualModule(L.LightningModule):
         return self.head(self.backbone(x), task)
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        self.strategy.before_training_step(batch)
         loss = self.strategy.training_step(batch)
         if not torch.isfinite(loss):  # a host sync; free on CPU, and a diverged run must stop
             experience = self.strategy.experience.index if self.strategy.experience is not None else 0
@@ -42,6 +43,9 @@ class ContinualModule(L.LightningModule):
         self.last_loss = loss.detach()
         self.log("train/loss", self.last_loss, on_step=True, on_epoch=False, batch_size=batch[0].shape[0])
         return loss
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        self.strategy.before_optimizer_step()
 
     def on_train_batch_end(self, outputs: Any, batch: Batch, batch_idx: int) -> None:
         self.strategy.after_optimizer_step(batch)

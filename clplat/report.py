@@ -1,8 +1,12 @@
-"""``clplat-report PATH``: the comparison table of a run or a multirun directory.
+"""``clplat-report PATH``: the comparison table and plots of a run or a multirun directory.
 
 Groups finished runs by the overrides that differ between them (seeds excluded) and reports
-mean ± std over seeds of the headline metrics; writes ``report.md`` and ``report.csv`` next to
-the runs and prints the Markdown.
+mean ± std over each group's runs of the headline metrics: final average accuracy, forgetting,
+BWT, min-ACC, WC-ACC, stability-gap depth and wall time. Writes ``report.md`` and
+``report.csv`` (numbers as ``<metric>_mean``/``<metric>_std`` columns, for scripts) next to the
+runs, plus two comparison figures — average accuracy vs iteration and a zoom on every
+boundary, one curve per group with a band over seeds — and prints the Markdown. Failed jobs of
+a sweep (their ``error.txt``) are listed, so a table with a missing seed does not pass unseen.
 """
 
 from __future__ import annotations
@@ -11,30 +15,55 @@ import argparse
 import sys
 from pathlib import Path
 
-from clplat.analysis.runs import aggregate, collect_runs, to_markdown
+from clplat.analysis.runs import aggregate, collect_runs, find_failed_jobs, swept_keys, to_markdown
+
+
+def _failures_markdown(path: Path, out: Path) -> str:
+    failed = find_failed_jobs(path)
+    if not failed:
+        return ""
+    lines = ["", f"**{len(failed)} failed job(s)** (traceback in each directory's `error.txt`):", ""]
+    for job in failed:
+        where = job.job_dir.relative_to(out) if job.job_dir.is_relative_to(out) else job.job_dir
+        lines.append(f"- `{where}`: {job.message}")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="clplat-report", description=__doc__.splitlines()[0])
     parser.add_argument("path", type=Path, help="a run directory or a multirun directory")
     parser.add_argument("--by", nargs="*", default=None,
-                        help="group by these override keys (default: the keys that differ)")
+                        help="group by these override keys (default: the keys that differ between runs)")
     parser.add_argument("--no-write", action="store_true", help="print only; write no report files")
+    parser.add_argument("--no-plots", action="store_true", help="write the table only, no figures")
     args = parser.parse_args(argv)
     if not args.path.exists():
         parser.error(f"path={str(args.path)!r} does not exist")
     runs = collect_runs(args.path)
     if runs.empty:
-        parser.error(f"path={str(args.path)!r} holds no finished run (no summary.json below it)")
-    table = aggregate(runs, args.by)
-    group_by = [c for c in table.columns if c != "runs" and not c.endswith(("_mean", "_std"))]
-    markdown = to_markdown(table, group_by)
+        failed = find_failed_jobs(args.path)
+        detail = f"; {len(failed)} failed job(s), e.g. {failed[0].job_dir}: {failed[0].message}" if failed else ""
+        parser.error(f"path={str(args.path)!r} holds no finished run (no summary.json below it){detail}")
+    group_by = args.by if args.by else swept_keys(runs)
+    try:
+        table = aggregate(runs, group_by)
+    except KeyError as err:
+        parser.error(str(err.args[0]))
+    out = args.path if args.path.is_dir() else args.path.parent
+    markdown = to_markdown(table, group_by) + _failures_markdown(args.path, out)
+    written: list[Path] = []
     if not args.no_write:
-        out = args.path if args.path.is_dir() else args.path.parent
         (out / "report.md").write_text(markdown + "\n")
         table.to_csv(out / "report.csv", index=False)
-    print(f"{len(runs)} runs under {args.path}\n")
+        written += [out / "report.md", out / "report.csv"]
+        if not args.no_plots:
+            from clplat.analysis.sweep_plots import save_sweep_plots  # matplotlib only when drawing
+
+            written += list(save_sweep_plots(runs, out, group_by).values())
+    print(f"{len(runs)} runs under {args.path}, grouped by {', '.join(group_by)} (mean ± std over each group's runs)\n")
     print(markdown)
+    if written:
+        print("\nwrote " + ", ".join(str(p.relative_to(out)) if p.is_relative_to(out) else str(p) for p in written))
     return 0
 
 

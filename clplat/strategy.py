@@ -9,7 +9,9 @@ Hook order within one experience::
 
     before_experience(exp)           task start (observe classes, snapshot teachers, ...)
     train_data(exp)                  the data this experience trains on (joint/cumulative change it)
-    repeat: training_step(batch)     the loss (plugins then ``adjust_loss``)
+    repeat: before_training_step(batch)  before the loss is computed (refresh's unlearn step, ...)
+            training_step(batch)     the loss (plugins then ``adjust_loss``)
+            before_optimizer_step()  gradients ready, step not taken (A-GEM projection, SI, ...)
             after_optimizer_step()   after every optimizer step (buffer insertion, ...)
     after_experience(exp)            task end (Fisher, fine-tuning, ...), before the boundary evaluation
 """
@@ -81,9 +83,17 @@ class Strategy:
         """Multiplier of an iteration budget for this experience (joint trains all at once)."""
         return 1
 
+    def before_training_step(self, batch: Batch) -> None:
+        """Before the loss of a training step is computed (may change parameters in place, e.g.
+        refresh learning's unlearning step runs here so the base strategy's step sees its result)."""
+
     def training_step(self, batch: Batch) -> Tensor:
         x, y, task = batch
         return self.criterion(self.module(x, task), y)
+
+    def before_optimizer_step(self) -> None:
+        """After backward, before the optimizer step (Lightning ``on_before_optimizer_step``):
+        the gradients in ``p.grad`` may be read or rewritten (A-GEM's projection, SI's path integral)."""
 
     def adjust_loss(self, batch: Batch, loss: Tensor) -> Tensor:
         """Plugins add terms to the base strategy's loss here (a base strategy returns it as is)."""
@@ -161,11 +171,19 @@ class ComposedStrategy(Strategy):
     def budget_scale(self, experience: Experience) -> int:
         return self.base.budget_scale(experience)
 
+    def before_training_step(self, batch: Batch) -> None:
+        for part in self.parts:
+            part.before_training_step(batch)
+
     def training_step(self, batch: Batch) -> Tensor:
         loss = self.base.training_step(batch)
         for plugin in self.plugins:
             loss = plugin.adjust_loss(batch, loss)
         return loss
+
+    def before_optimizer_step(self) -> None:
+        for part in self.parts:
+            part.before_optimizer_step()
 
     def after_optimizer_step(self, batch: Batch) -> None:
         for part in self.parts:

@@ -4,18 +4,30 @@ Before Hydra creates any output directory, a preflight composes the config for t
 overrides (for a multirun, for every value of every swept key) and checks it, so a typo or a bad
 value stops everything with one line and exit code 2 instead of a multi-line Hydra report, a
 half-created run directory, or a sweep that fails in its twentieth job.
+
+In a multirun, a job that fails at run time (a stream that cannot be built, a diverging loss,
+a bug) must not take the other jobs with it: its traceback goes to ``error.txt`` in its job
+directory, the job returns ``None`` and the launcher carries on; at the end the sweep lists the
+failed jobs in ``failed_jobs.txt`` and ``clplat-train`` exits 1. Two Hydra callbacks live here
+because they belong to launching jobs: ``SweepFailures`` (that end-of-sweep check, configured in
+``conf/train.yaml``) and ``PinJobResources`` (cores and GPU per parallel job, configured by the
+``launcher`` group).
 """
 
 from __future__ import annotations
 
+import os
 import sys
+import time
+import traceback
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import hydra
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from clplat.errors import ConfigError
+from clplat.errors import ConfigError, RunInterrupted, TrainingDiverged
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 # flags after which Hydra prints or inspects instead of running: nothing to check
@@ -134,9 +146,21 @@ def preflight(argv: Sequence[str]) -> None:
 # an absolute path: relative ones resolve against the module name when run as a console script
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def _hydra_main(cfg: DictConfig) -> float | None:
+    job_dir = _multirun_job_dir()
+    if job_dir is not None:
+        return run_sweep_job(cfg, job_dir)
+    try:
+        return _run(cfg)
+    except (ConfigError, TrainingDiverged, RunInterrupted) as err:
+        message, code = _failure(err, cfg)
+        fail(message, code)
+    return None  # unreachable: fail() exits
+
+
+def _run(cfg: DictConfig) -> float | None:
+    """One run (or the continuation of one); returns the metric a sweeper may optimise."""
     from omegaconf import OmegaConf, open_dict
 
-    from clplat.errors import RunInterrupted, TrainingDiverged
     from clplat.experiment import run_experiment
 
     resume = cfg.get("resume")
@@ -145,17 +169,220 @@ def _hydra_main(cfg: DictConfig) -> float | None:
         cfg = OmegaConf.load(run_dir / "config.yaml")
         with open_dict(cfg):
             cfg.run_dir, cfg.resume = str(run_dir), str(run_dir)
-    try:
-        result = run_experiment(cfg, resume=bool(resume))
-    except ConfigError as err:
-        fail(str(err))
-    except TrainingDiverged as err:
-        fail(f"{err}; results so far are in {cfg.run_dir}", code=1)
-    except RunInterrupted as err:
-        fail(f"{err}: results so far are in {cfg.run_dir}; continue with: clplat-train resume={cfg.run_dir}",
-             code=128 + err.signum)
+    result = run_experiment(cfg, resume=bool(resume))
     # returned for sweepers that optimise a metric (e.g. Optuna)
     return result.summary.get("avg_acc")
+
+
+def _failure(err: BaseException, cfg: DictConfig) -> tuple[str, int]:
+    """The one-line message and exit code of a failed run (usage errors 2, failures 1, signals 128+n)."""
+    run_dir = cfg.get("resume") or cfg.get("run_dir")
+    if isinstance(err, ConfigError):
+        return str(err), 2
+    if isinstance(err, TrainingDiverged):
+        return f"{err}; results so far are in {run_dir}", 1
+    if isinstance(err, RunInterrupted):
+        return (f"{err}: results so far are in {run_dir}; continue with: clplat-train resume={run_dir}",
+                128 + err.signum)
+    text = next((line.strip() for line in str(err).splitlines() if line.strip()), "")
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__, 1
+
+
+def _multirun_job_dir() -> Path | None:
+    """This job's output directory when running inside a Hydra multirun, else ``None``."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return None
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return None
+    return Path(hydra_cfg.runtime.output_dir)
+
+
+def _job_label() -> str:
+    """``#<num> <overrides>`` of the current Hydra job, for messages that must name it."""
+    from hydra.core.hydra_config import HydraConfig
+
+    job = HydraConfig.get().job
+    num = job.get("num")
+    overrides = job.get("override_dirname") or ""
+    return f"#{num} {overrides}".strip()
+
+
+def run_sweep_job(cfg: DictConfig, job_dir: Path) -> float | None:
+    """A multirun job: a failure is recorded in ``<job_dir>/error.txt`` and returns ``None``.
+
+    Hydra's launchers abort the sweep (after the current batch) when a job raises, and a
+    ``SystemExit`` from a usage error would kill an in-process sweep at once; returning lets
+    every other job run. A signal (Ctrl+C, the scheduler's SIGTERM) still stops the sweep: it is
+    recorded too, then reported with its exit code as for a single run.
+    """
+    from clplat.analysis.runs import JOB_ERROR_FILE
+
+    error_file = job_dir / JOB_ERROR_FILE
+    error_file.unlink(missing_ok=True)  # a failed earlier attempt in a reused sweep directory
+    try:
+        return _run(cfg)
+    except RunInterrupted as err:
+        message, code = _failure(err, cfg)
+        _record_failure(error_file, message)
+        fail(message, code)
+    except Exception as err:  # noqa: BLE001 - any failure of one job must leave the others running
+        message, _ = _failure(err, cfg)
+        _record_failure(error_file, message)
+        print(f"clplat: error: job {_job_label()} failed: {message} (traceback in {error_file})",
+              file=sys.stderr, flush=True)
+    return None
+
+
+def _record_failure(error_file: Path, message: str) -> None:
+    """``error.txt``: the one-line reason first (what reports show), then the job and the traceback."""
+    error_file.parent.mkdir(parents=True, exist_ok=True)
+    error_file.write_text(f"{message}\njob: {_job_label()}\n\n{traceback.format_exc()}")
+
+
+# -- Hydra callbacks -----------------------------------------------------------------------------
+
+_LAST_SWEEP: dict[str, Any] = {}
+"""The last multirun of this process, set by ``SweepFailures``: ``failed`` (job directories)
+and ``listing`` (its ``failed_jobs.txt``).
+
+Read through ``importlib.import_module("clplat.train")``: under ``python -m clplat.train`` this
+file also runs as ``__main__``, a second module object that Hydra's callback never sees."""
+
+
+class SweepFailures(Callback):
+    """At the end of a multirun: list the failed jobs in ``failed_jobs.txt`` and remember them.
+
+    The jobs may have run in other processes (joblib, submitit), so the record is the files
+    they wrote: every ``error.txt`` under the sweep directory written since the sweep started
+    (a minute of slack for clocks of a shared filesystem). ``main`` turns a non-empty list into
+    exit code 1, so a script running a sweep can tell that something is missing.
+    """
+
+    def __init__(self) -> None:
+        self._started = time.time()
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._started = time.time()
+        _LAST_SWEEP.clear()
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from clplat.analysis.runs import SWEEP_FAILURES_FILE, find_failed_jobs
+
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        failed = find_failed_jobs(sweep_dir, since=self._started - 60.0)
+        listing = sweep_dir / SWEEP_FAILURES_FILE
+        if failed:
+            lines = [f"{job.job_dir.relative_to(sweep_dir) if job.job_dir.is_relative_to(sweep_dir) else job.job_dir}"
+                     f"\t{job.message}" for job in failed]
+            listing.write_text("\n".join(lines) + "\n")
+        elif listing.exists():
+            listing.unlink()
+        _LAST_SWEEP.update(failed=[job.job_dir for job in failed], listing=listing)
+
+
+_PINNED: dict[str, Any] = {}
+"""This process's slot, cores and GPU, chosen once: a joblib worker runs several jobs and must
+keep the cores it was given (and CUDA cannot change devices once initialised)."""
+
+
+class PinJobResources(Callback):
+    """Give every job running in parallel its own share of the cores and, if any, one GPU.
+
+    Hydra's joblib and submitit-local launchers start jobs side by side without telling them
+    apart: each would use every core (oversubscribing the machine) and the first GPU. Each
+    job process claims a free *slot* (``0 .. slots-1``) with a lock file under
+    ``<sweep_dir>/.slots`` that it holds until it exits, so two concurrently running jobs never
+    share a slot; slot ``s`` gets cores ``[s*share, (s+1)*share)`` of the cores this process may
+    use (``share = cpus_per_job`` or ``cores // slots``) and GPU ``s mod n_gpus`` of the visible
+    ones, set through ``CUDA_VISIBLE_DEVICES`` before CUDA starts. Torch's intra-op threads
+    follow the core count. Jobs beyond ``slots`` (no free lock) share by job number.
+    """
+
+    def __init__(self, slots: int | None = None, cpus_per_job: int | None = None, gpus: bool = True) -> None:
+        self.slots = slots
+        self.cpus_per_job = cpus_per_job if cpus_per_job and cpus_per_job > 0 else None
+        self.gpus = gpus
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        import logging
+
+        from hydra.types import RunMode
+
+        if config.hydra.get("mode") != RunMode.MULTIRUN:  # `launcher=joblib` without -m: one run, nothing to share
+            return
+        if not _PINNED:
+            available = _available_cores()
+            slots = self.slots if self.slots and self.slots > 0 else max(1, len(available) // (self.cpus_per_job or 1))
+            slot, lock = (0, None) if slots == 1 else claim_slot(Path(str(config.hydra.sweep.dir)) / ".slots", slots)
+            if slot is None:
+                slot = int(config.hydra.job.num) % slots
+            _PINNED.update(slot=slot, lock=lock, cores=core_share(available, slot, slots, self.cpus_per_job),
+                           gpu=gpu_for_slot(visible_gpus(), slot) if self.gpus else None)
+        cores, gpu = _PINNED["cores"], _PINNED["gpu"]
+        if hasattr(os, "sched_setaffinity"):
+            os.sched_setaffinity(0, cores)
+        import torch
+
+        torch.set_num_threads(len(cores))
+        if gpu is not None and not torch.cuda.is_initialized():
+            os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+        logging.getLogger(__name__).info("job %s: slot %d, cores %s, gpu %s", config.hydra.job.num,
+                                         _PINNED["slot"], cores, gpu if gpu is not None else "-")
+
+
+def _available_cores() -> list[int]:
+    if hasattr(os, "sched_getaffinity"):
+        return sorted(os.sched_getaffinity(0))
+    return list(range(os.cpu_count() or 1))
+
+
+def claim_slot(lock_dir: Path, slots: int) -> tuple[int | None, Any]:
+    """The first slot whose lock file this process can lock (kept open, so held until exit)."""
+    import fcntl
+
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    for slot in range(slots):
+        handle = open(lock_dir / f"slot_{slot}.lock", "a")  # noqa: SIM115 - held for the process lifetime
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            continue
+        return slot, handle
+    return None, None
+
+
+def core_share(available: Sequence[int], slot: int, slots: int, per_job: int | None = None) -> list[int]:
+    """Slot ``slot``'s cores: consecutive blocks of ``per_job`` (default ``len // slots``, at least 1),
+    wrapping around when there are more slots than blocks."""
+    cores = list(available)
+    share = per_job if per_job else max(1, len(cores) // max(slots, 1))
+    if share >= len(cores):
+        return cores
+    start = (slot * share) % len(cores)
+    return sorted({cores[(start + i) % len(cores)] for i in range(share)})
+
+
+def visible_gpus() -> list[str]:
+    """GPU ids this process may use, found without initialising CUDA (which would freeze them)."""
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        return [d.strip() for d in env.split(",") if d.strip()]
+    try:
+        import torch
+
+        count = torch.cuda._device_count_nvml()  # NVML: leaves CUDA uninitialised
+    except Exception:  # noqa: BLE001 - no NVML, no driver: nothing to pin
+        return []
+    return [str(i) for i in range(count)] if count > 0 else []
+
+
+def gpu_for_slot(visible: Sequence[str], slot: int) -> str | None:
+    return visible[slot % len(visible)] if visible else None
 
 
 def main() -> None:
@@ -166,6 +393,14 @@ def main() -> None:
     else:
         preflight(argv)
     _hydra_main()
+    import importlib
+
+    sweep = importlib.import_module("clplat.train")._LAST_SWEEP
+    failed = sweep.get("failed")
+    if failed:
+        names = ", ".join(path.name for path in failed[:5]) + (", ..." if len(failed) > 5 else "")
+        fail(f"{len(failed)} sweep job(s) failed ({names}); reasons in {sweep['listing']}, "
+             "tracebacks in each job's error.txt", code=1)
 
 
 if __name__ == "__main__":

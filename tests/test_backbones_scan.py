@@ -42,6 +42,7 @@ BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "lru_positive": lambda **kw: LRUBackbone(F_IN, H, num_layers=2, eigenvalues="positive", **kw),
     "lru_negative": lambda **kw: LRUBackbone(F_IN, H, num_layers=2, eigenvalues="negative", r_min=0.5, **kw),
     "mamba": lambda **kw: MambaBackbone(F_IN, H, num_layers=2, d_state=4, d_conv=3, **kw),
+    "mamba_ref": lambda **kw: MambaBackbone(F_IN, H, num_layers=2, d_state=4, scan_backend="reference", **kw),
     "para_gru": lambda **kw: ParaGRUBackbone(F_IN, H, num_layers=2, **kw),
     "para_gru_cell": lambda **kw: ParaGRUBackbone(F_IN, H, num_layers=2, residual=False, **kw),
     "indrnn": lambda **kw: IndRNNBackbone(F_IN, H, num_layers=2, **kw),
@@ -53,7 +54,7 @@ PARALLEL = [name for name in BUILDERS if name != "mgu"]
 
 
 @pytest.fixture(autouse=True)
-def _seed() -> None:
+def _seeded() -> None:
     torch.manual_seed(0)
 
 
@@ -209,6 +210,7 @@ def test_modes_are_switchable_and_validated():
         (lambda: LRUBackbone(F_IN, max_phase=0.0), "backbone.max_phase"),
         (lambda: MambaBackbone(F_IN, d_state=0), "backbone.d_state"),
         (lambda: MambaBackbone(F_IN, expand=1.5), "backbone.expand"),
+        (lambda: MambaBackbone(F_IN, scan_backend="cuda"), "backbone.scan_backend"),
         (lambda: ParaGRUBackbone(F_IN, newton_max_iters=0), "backbone.newton_max_iters"),
         (lambda: IndRNNBackbone(F_IN, activation="sigmoid"), "backbone.activation"),
         (lambda: IndRNNBackbone(F_IN, recurrent_bound=-1.0), "backbone.recurrent_bound"),

@@ -13,6 +13,7 @@ from clplat.train import preflight
 from tests.conftest import TINY
 
 ROOT = Path(__file__).resolve().parents[1]
+STRATEGIES = ", ".join(sorted(p.stem for p in (ROOT / "conf" / "strategy").glob("*.yaml")))
 
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -40,7 +41,7 @@ def test_cli_usage_error_exits_2_with_one_line_and_writes_nothing(tmp_path):
 
 
 @pytest.mark.parametrize("args, expected", [
-    (["strategy=bogus"], "Could not find 'strategy/bogus' (available: cumulative, joint, naive, replay)"),
+    (["strategy=bogus"], f"Could not find 'strategy/bogus' (available: {STRATEGIES})"),
     (["experiment=bogus"], "Could not find 'experiment/bogus'"),
     (["plugin=[bogus]"], "Could not load 'plugin/bogus'"),
     (["eval.every_n_iters=0"], "eval.every_n_iters=0 is not valid: must be an integer >= 1"),

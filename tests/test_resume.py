@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 from omegaconf import open_dict
 
 from clplat.errors import ConfigError, RunInterrupted, TrainingDiverged

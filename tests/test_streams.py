@@ -396,9 +396,11 @@ def test_every_stream_config_instantiates(
     cfg = OmegaConf.load(path)
     stream = instantiate(cfg)
     assert isinstance(stream, Stream) and stream.name == path.stem
-    assert len(stream) == cfg.n_experiences and stream.num_classes == 10
+    if "n_experiences" in cfg:  # wrapper streams (avalanche) take the count from what they wrap
+        assert len(stream) == cfg.n_experiences
+    assert stream.num_classes >= 2
     assert stream.describe().startswith(path.stem)
-    if "root" in cfg.source:
+    if "root" in cfg.get("source", {}):
         assert stream.metadata["source_metadata"]["root"] == str(data_root)
 
 

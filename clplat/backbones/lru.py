@@ -28,6 +28,10 @@ Eigenvalue parametrisations (``eigenvalues``), all with ``|lambda| < 1`` by cons
   below fp32 resolution and ``lambda`` rounds to exactly ``-1`` -- the sign-flipping regime the
   paper needs for parity, still bounded (``|lambda| <= 1``).
 
+State size: ``N = H / 2`` complex states by default (``H`` real numbers, as many as a GRU of
+width ``H`` carries), ``N = H`` in the real modes. Complex ``B v`` and ``Re(C s)`` are one real GEMM
+each, on interleaved weights viewed as complex -- no copies of the ``(B, T, N)`` tensors.
+
 Defaults ``r_min = 0.5``, ``r_max = 0.99``, ``max_phase = pi``: the ports' ``r_min = 0`` puts most
 states at time constants of a few steps, and with last-step pooling on MNIST-1D (length 40) that
 cost ~12 points of test accuracy after 10 epochs (69% vs 81%); the paper moves the ring towards 1
@@ -85,7 +89,8 @@ class LRULayer(RecurrentLayer):
             self.B_im = nn.Parameter(torch.randn(N, H) / math.sqrt(2 * H))
             self.C_im = nn.Parameter(torch.randn(H, N) / math.sqrt(N))
         else:
-            # Real-eigenvalue modes: real B, C scaled like one part of the complex pair's norm.
+            # Real modes: B gets the variance of a complex entry's squared modulus, 1/H (each complex
+            # part has 1/(2H)), so the state is driven as strongly as in the complex mode.
             with torch.no_grad():
                 self.B_re.mul_(math.sqrt(2))
         self.D = nn.Parameter(torch.randn(H))

@@ -15,6 +15,11 @@ The parallel mode calls :func:`clplat.kernels.selective_scan` (bias and softplus
 fused there, ``y *= silu(z)`` and the ``D`` skip too); the sequential mode is Mamba's recurrent
 ``step``: a rolling ``d_conv`` window for the convolution and a ``(B, Di, N)`` SSM state.
 No final norm: every layer's output is a residual stream that the next layer (or the head) reads.
+
+Cost on CPU: the parallel path's torch selective scan materialises ``(B, T, expand * H, d_state)``
+tensors (134M elements for B=32, T=1024, H=128), 10-20x the time of ``nn.GRU`` per training step;
+``scan_backend="reference"`` (the kernel's sequential loop, same function) is 2.5-3x faster on CPU.
+On a GPU, ``auto`` runs the fused Triton kernel, which keeps the state in registers.
 """
 
 from __future__ import annotations

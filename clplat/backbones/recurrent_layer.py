@@ -39,7 +39,9 @@ class RecurrentLayer(nn.Module):
     """A sequence layer ``(B, T, F_in) -> (B, T, H)`` that can also run one step at a time.
 
     Subclasses implement :meth:`init_state`, :meth:`step` and :meth:`forward_parallel`; the
-    sequential forward is derived from ``step`` so the two modes cannot silently diverge.
+    sequential forward is derived from ``step``. A subclass may override :meth:`forward_sequential`
+    with a leaner loop (one GEMM for every step's input projection first); the tests hold such
+    loops to the generic ``step`` loop, so the definitions cannot drift apart.
     """
 
     modes: tuple[str, ...] = MODES

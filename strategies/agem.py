@@ -1,0 +1,107 @@
+"""Averaged Gradient Episodic Memory (A-GEM).
+
+Chaudhry, Ranzato, Rohrbach & Elhoseiny 2019, "Efficient Lifelong Learning with A-GEM" (ICLR;
+arXiv:1812.00420); memory filling as in mammoth ``models/agem.py``.
+
+The episodic memory holds ``buffer_size // num_experiences`` random training samples of every
+finished task. At each step the gradient ``g`` of the stream loss is compared with a reference
+gradient ``g_ref`` of the loss on a random memory minibatch; if they conflict (``g . g_ref < 0``)
+``g`` is projected so that the memory loss does not increase to first order::
+
+    g <- g - (g . g_ref) / (g_ref . g_ref) * g_ref
+
+The reference gradient is computed in ``training_step`` with ``torch.autograd.grad`` (so ``.grad``
+holds the stream gradient only) and the projection is applied in ``before_optimizer_step``,
+between backward and the optimizer step.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from clplat.buffers import ReplayBuffer
+from clplat.errors import ConfigError, check_int
+from clplat.stream import Experience, Stream
+from clplat.strategy import Batch, Strategy, seeded_generator
+
+from .common import named_trainable, random_subset
+
+
+def project(grad: Tensor, reference: Tensor) -> Tensor:
+    """A-GEM's projection of a flat gradient against a flat reference gradient."""
+    dot = torch.dot(grad, reference)
+    if dot >= 0:
+        return grad
+    return grad - dot / torch.dot(reference, reference).clamp_min(1e-12) * reference
+
+
+class AGEM(Strategy):
+    """Stream-loss steps whose gradient never points against a memory minibatch's gradient."""
+
+    name = "agem"
+
+    def __init__(self, buffer_size: int = 500, replay_batch_size: int | None = None, seed: int = 0):
+        super().__init__()
+        check_int("strategy.buffer_size", buffer_size, 1)
+        check_int("strategy.replay_batch_size", replay_batch_size, 1, allow_none=True)
+        self.buffer = ReplayBuffer(buffer_size, "reservoir", seeded_generator(seed, 1))
+        self.replay_batch_size = replay_batch_size
+        self.generator = seeded_generator(seed, 17)
+        self._reference: Tensor | None = None
+        self.projections = 0
+        self.steps = 0
+
+    def setup(self, module, stream: Stream) -> None:
+        super().setup(module, stream)
+        if self.buffer.capacity < len(stream):
+            raise ConfigError("strategy.buffer_size", self.buffer.capacity,
+                              f"A-GEM keeps buffer_size // {len(stream)} samples per task; needs at least {len(stream)}")
+
+    def training_step(self, batch: Batch) -> Tensor:
+        x, y, task = batch
+        self._reference = None
+        if not self.buffer.is_empty:
+            memory = self.buffer.sample(self.replay_batch_size or x.shape[0])
+            params = [p for _, p in named_trainable(self.module)]
+            ref_loss = self.criterion(self.module(memory["x"], memory["task"]), memory["y"])
+            grads = torch.autograd.grad(ref_loss, params, allow_unused=True)
+            self._reference = torch.cat([(torch.zeros_like(p) if g is None else g).flatten()
+                                         for p, g in zip(params, grads)])
+        return self.criterion(self.module(x, task), y)
+
+    def before_optimizer_step(self) -> None:
+        self.steps += 1
+        if self._reference is None:
+            return
+        params = [p for _, p in named_trainable(self.module)]
+        grad = torch.cat([(torch.zeros_like(p) if p.grad is None else p.grad).flatten() for p in params])
+        projected = project(grad, self._reference)
+        if projected is not grad:
+            self.projections += 1
+            offset = 0
+            for p in params:
+                n = p.numel()
+                p.grad = projected[offset : offset + n].view_as(p).clone()
+                offset += n
+        self._reference = None
+
+    def after_experience(self, experience: Experience) -> None:
+        per_task = self.buffer.capacity // len(self.stream)
+        index = random_subset(len(experience.train), per_task, self.generator)
+        data = experience.train.subset(index)
+        self.buffer.add(data.x, data.y, data.task)
+
+    def summary(self) -> dict[str, Any]:
+        return {"buffer_size": len(self.buffer), "agem_projected_fraction": self.projections / max(self.steps, 1)}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"buffer": self.buffer.state_dict(), "generator": self.generator.get_state(),
+                "projections": self.projections, "steps": self.steps}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.buffer.load_state_dict(state["buffer"])
+        self.generator.set_state(state["generator"])
+        self.projections, self.steps = int(state["projections"]), int(state["steps"])

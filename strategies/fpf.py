@@ -1,0 +1,366 @@
+"""Forgetting-Prioritized Fine-tuning (FPF, a plugin) and k-FPF (a replay-free strategy).
+
+Zhao, Zhou, Long, Jiang & Zhang 2023, "Does Continual Learning Equally Forget All Parameters?"
+(ICML; arXiv:2304.04158). Forgetting concentrates in a few task-sensitive modules. **FPF**
+fine-tunes only those modules on a small memory buffer after any CL method; **k-FPF** drops
+every-step replay altogether: plain SGD on the stream (the buffer is still filled by reservoir
+sampling) and FPF triggered ``k`` times, periodically, regardless of task boundaries. Both come
+in a cross-entropy (``loss=ce``) and a logit-distillation (``loss=kd``: CE plus ``kd_alpha`` times
+the MSE to logits stored at insertion, DER-style) variant.
+
+**Module sensitivity.** At every task boundary we snapshot the parameters; a module's score is
+the mean over task switches of ``||theta_m(after t) - theta_m(after t-1)||_1 / |theta_m|`` (the L1
+change per parameter). The scores are always measured and reported (``summary.json``); the
+fine-tuned set is either named groups (default ``[norms, head, last_layer]``: the paper's
+finding that normalisation layers and the classifier forget most, with the last block for
+class-IL; for recurrent backbones "the last block" is the last recurrent layer) or, with
+``modules: auto``, the ``top_k`` modules by measured score (falling back to the named defaults
+before the first task switch has been measured).
+
+Groups: ``norms`` (every normalisation layer: LayerNorm, BatchNorm, GroupNorm, RMSNorm, ...),
+``head``, ``last_layer`` / ``first_layer`` (of the backbone's stack), or a module path such as
+``backbone.layers.0``.
+
+**Compute.** Every fine-tuning step processes ``batch_size`` buffer samples (forward and backward,
+with gradients kept only for the chosen modules); ``summary.json`` reports the steps, samples and
+seconds FPF added next to the stream's own steps and samples (``fpf_sample_fraction``).
+
+Not verified against the paper's text (no official code): iterations, learning rate, batch size
+and ``k`` defaults are ours (docs/strategies.md).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from clplat.buffers import ReplayBuffer
+from clplat.errors import ConfigError, check_choice, check_float, check_int
+from clplat.stream import Experience, Stream
+from clplat.strategy import Batch, Plugin, Strategy, seeded_generator
+
+from .common import finite_mse, manual_steps, sample_buffer, snapshot
+
+if TYPE_CHECKING:
+    from clplat.module import ContinualModule
+
+LOSSES = ("ce", "kd")
+WHEN = ("end", "every_experience")
+GROUPS = ("norms", "head", "last_layer", "first_layer")
+DEFAULT_MODULES = ("norms", "head", "last_layer")
+
+
+def is_norm(module: nn.Module) -> bool:
+    """Normalisation layers of any library: torch's, and custom ones named ``*Norm*``."""
+    norm_types = (nn.LayerNorm, nn.modules.batchnorm._NormBase, nn.GroupNorm)
+    return isinstance(module, norm_types) or "Norm" in type(module).__name__
+
+
+def resolve_modules(model: "ContinualModule", names: Sequence[str], key: str) -> list[str]:
+    """Module paths (``model.named_modules`` names) of the groups or paths in ``names``."""
+    modules = dict(model.named_modules())
+    out: list[str] = []
+    for name in names:
+        if name == "norms":
+            found = [n for n, m in modules.items() if n and is_norm(m)]
+        elif name == "head":
+            found = ["head"]
+        elif name in ("last_layer", "first_layer"):
+            layers = getattr(model.backbone, "layers", None)
+            if layers is None or len(layers) == 0:
+                raise ConfigError(key, name, "the backbone has no 'layers' stack")
+            found = [f"backbone.layers.{len(layers) - 1 if name == 'last_layer' else 0}"]
+        elif name in modules:
+            found = [name]
+        else:
+            raise ConfigError(key, name, "allowed values are " + ", ".join(GROUPS) + ", auto, or a module path "
+                              "such as backbone.layers.0")
+        out.extend(f for f in found if f not in out)
+    return out
+
+
+def parameters_of(model: nn.Module, paths: Sequence[str]) -> list[nn.Parameter]:
+    """Trainable parameters under the modules ``paths`` (each once, in model order)."""
+    chosen = tuple(p + "." for p in paths)
+    return [p for n, p in model.named_parameters() if p.requires_grad and (n + ".").startswith(chosen)]
+
+
+class Sensitivity:
+    """Per-module mean L1 parameter change per parameter across task switches."""
+
+    def __init__(self) -> None:
+        self.previous: dict[str, Tensor] | None = None
+        self.sums: dict[str, float] = {}
+        self.switches = 0
+
+    @staticmethod
+    def units(model: nn.Module) -> dict[str, list[str]]:
+        """Modules that own parameters directly -> the names of those parameters."""
+        out: dict[str, list[str]] = {}
+        for mod_name, mod in model.named_modules():
+            own = [f"{mod_name}.{n}" if mod_name else n for n, p in mod.named_parameters(recurse=False) if p.requires_grad]
+            if own:
+                out[mod_name] = own
+        return out
+
+    def record(self, model: nn.Module) -> None:
+        current = snapshot(model)
+        if self.previous is not None:
+            for unit, names in self.units(model).items():
+                change = sum(float((current[n] - self.previous[n].to(current[n].device)).abs().sum()) for n in names)
+                count = sum(current[n].numel() for n in names)
+                self.sums[unit] = self.sums.get(unit, 0.0) + change / count
+            self.switches += 1
+        self.previous = current
+
+    def scores(self) -> dict[str, float]:
+        return {u: s / self.switches for u, s in self.sums.items()} if self.switches else {}
+
+    def top(self, k: int) -> list[str]:
+        ranked = sorted(self.scores().items(), key=lambda item: -item[1])
+        return [u for u, _ in ranked[:k]]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"previous": None if self.previous is None else {k: v.cpu() for k, v in self.previous.items()},
+                "sums": dict(self.sums), "switches": self.switches}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.previous = state["previous"]
+        self.sums = dict(state["sums"])
+        self.switches = int(state["switches"])
+
+
+class FineTuner:
+    """The FPF step shared by the plugin and k-FPF: choose modules, fine-tune them on a buffer."""
+
+    def __init__(self, prefix: str, modules: Sequence[str] | str, top_k: int, iterations: int, lr: float,
+                 batch_size: int, loss: str, kd_alpha: float, seed: int):
+        if isinstance(modules, str):
+            modules = [modules]
+        modules = list(modules)
+        if not modules:
+            raise ConfigError(f"{prefix}.modules", modules, "choose at least one module group")
+        if "auto" in modules and modules != ["auto"]:
+            raise ConfigError(f"{prefix}.modules", modules, "'auto' cannot be combined with named groups")
+        check_int(f"{prefix}.top_k", top_k, 1)
+        check_int(f"{prefix}.iterations", iterations, 1)
+        check_float(f"{prefix}.lr", lr, 0.0)
+        check_int(f"{prefix}.batch_size", batch_size, 1)
+        check_choice(f"{prefix}.loss", loss, LOSSES)
+        check_float(f"{prefix}.kd_alpha", kd_alpha, 0.0)
+        self.prefix, self.modules, self.top_k = prefix, modules, top_k
+        self.iterations, self.lr, self.batch_size = iterations, float(lr), batch_size
+        self.loss, self.kd_alpha = loss, float(kd_alpha)
+        self.generator = seeded_generator(seed, 31)
+        self.sensitivity = Sensitivity()
+        self.steps = 0
+        self.seconds = 0.0
+        self.last_selection: list[str] = []
+
+    def check(self, model: "ContinualModule") -> None:
+        if self.modules != ["auto"]:
+            resolve_modules(model, self.modules, f"{self.prefix}.modules")
+
+    def selection(self, model: "ContinualModule") -> list[str]:
+        if self.modules == ["auto"]:
+            top = self.sensitivity.top(self.top_k)
+            return top or resolve_modules(model, DEFAULT_MODULES, f"{self.prefix}.modules")
+        return resolve_modules(model, self.modules, f"{self.prefix}.modules")
+
+    def run(self, model: "ContinualModule", buffer: ReplayBuffer) -> int:
+        """``iterations`` SGD steps on buffer minibatches, only the selected modules move."""
+        if buffer.is_empty:
+            return 0
+        started = time.perf_counter()
+        self.last_selection = self.selection(model)
+        params = parameters_of(model, self.last_selection)
+        if not params:
+            return 0
+
+        def loss_fn(batch: Batch) -> Tensor:
+            x, y, task, logits = batch
+            out = model(x, task)
+            loss = torch.nn.functional.cross_entropy(out, y)
+            if self.loss == "kd":
+                loss = loss + self.kd_alpha * finite_mse(out, logits)
+            return loss
+
+        def batches():
+            for _ in range(self.iterations):
+                m = sample_buffer(buffer, self.batch_size, self.generator)
+                yield m["x"], m["y"], m["task"], m.get("logits", m["y"])
+
+        steps = manual_steps(model, params, batches(), loss_fn, torch.optim.SGD(params, lr=self.lr))
+        self.steps += steps
+        self.seconds += time.perf_counter() - started
+        return steps
+
+    def summary(self, model: "ContinualModule", stream_steps: int, stream_samples: int) -> dict[str, Any]:
+        samples = self.steps * self.batch_size
+        chosen = self.last_selection or self.selection(model)
+        return {
+            "fpf_modules": chosen,
+            "fpf_params": sum(p.numel() for p in parameters_of(model, chosen)),
+            "fpf_sensitivity": self.sensitivity.scores(),
+            "fpf_steps": self.steps,
+            "fpf_samples": samples,
+            "fpf_seconds": round(self.seconds, 3),
+            "stream_steps": stream_steps,
+            "stream_samples": stream_samples,
+            "fpf_sample_fraction": samples / stream_samples if stream_samples else None,
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"generator": self.generator.get_state(), "sensitivity": self.sensitivity.state_dict(),
+                "steps": self.steps, "seconds": self.seconds, "last_selection": list(self.last_selection)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["generator"])
+        self.sensitivity.load_state_dict(state["sensitivity"])
+        self.steps, self.seconds = int(state["steps"]), float(state["seconds"])
+        self.last_selection = list(state["last_selection"])
+
+
+class FPF(Plugin):
+    """Fine-tune the forgetting-prone modules on the memory buffer after the base method."""
+
+    name = "fpf"
+
+    def __init__(self, modules: Sequence[str] | str = DEFAULT_MODULES, top_k: int = 3, iterations: int = 100,
+                 lr: float = 0.05, batch_size: int = 32, loss: str = "ce", kd_alpha: float = 1.0,
+                 when: str = "end", buffer_size: int = 500, seed: int = 0):
+        super().__init__()
+        check_choice("plugin.fpf.when", when, WHEN)
+        check_int("plugin.fpf.buffer_size", buffer_size, 1)
+        self.tuner = FineTuner("plugin.fpf", modules, top_k, iterations, lr, batch_size, loss, kd_alpha, seed)
+        self.when = when
+        self.buffer_size = buffer_size
+        self.buffer: ReplayBuffer | None = None  # own buffer, when the base has none to reuse
+        self.base_buffer: ReplayBuffer | None = None
+        self.buffer_generator = seeded_generator(seed, 37)
+        self.stream_steps = 0
+        self.stream_samples = 0
+
+    def setup(self, module: "ContinualModule", stream: Stream) -> None:
+        super().setup(module, stream)
+        self.tuner.check(module)
+        base = getattr(module.strategy, "base", None)
+        candidate = getattr(base, "buffer", None)
+        usable = isinstance(candidate, ReplayBuffer) and (self.tuner.loss == "ce" or getattr(base, "stores_logits", False))
+        if usable:
+            self.base_buffer, self.buffer = candidate, None
+        else:
+            self.base_buffer = None
+            self.buffer = ReplayBuffer(self.buffer_size, "reservoir", self.buffer_generator)
+
+    def after_optimizer_step(self, batch: Batch) -> None:
+        x, y, task = batch
+        self.stream_steps += 1
+        self.stream_samples += int(x.shape[0])
+        if self.buffer is not None:
+            if self.tuner.loss == "kd":
+                with torch.no_grad():  # our own insertion-time logits (after the step)
+                    self.buffer.add(x, y, task, logits=self.module(x, task))
+            else:
+                self.buffer.add(x, y, task)
+
+    def after_experience(self, experience: Experience) -> None:
+        self.tuner.sensitivity.record(self.module)  # the CL method's change, before our fine-tuning
+        last = experience.index == len(self.stream) - 1
+        if self.when == "every_experience" or last:
+            self.tuner.run(self.module, self.base_buffer if self.base_buffer is not None else self.buffer)
+
+    def summary(self) -> dict[str, Any]:
+        out = self.tuner.summary(self.module, self.stream_steps, self.stream_samples)
+        out["fpf_buffer"] = "base" if self.base_buffer is not None else "own"
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"tuner": self.tuner.state_dict(), "buffer": None if self.buffer is None else self.buffer.state_dict(),
+                "stream_steps": self.stream_steps, "stream_samples": self.stream_samples}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.tuner.load_state_dict(state["tuner"])
+        if self.buffer is not None and state["buffer"] is not None:
+            self.buffer.load_state_dict(state["buffer"])
+        self.stream_steps, self.stream_samples = int(state["stream_steps"]), int(state["stream_samples"])
+
+
+class KFPF(Strategy):
+    """k-FPF: replay-free SGD on the stream, FPF on the reservoir buffer ``k`` times."""
+
+    name = "kfpf"
+
+    def __init__(self, buffer_size: int = 500, k: int = 10, every_n_steps: int | None = None,
+                 modules: Sequence[str] | str = DEFAULT_MODULES, top_k: int = 3, iterations: int = 20,
+                 lr: float = 0.05, batch_size: int = 32, loss: str = "ce", kd_alpha: float = 1.0, seed: int = 0):
+        super().__init__()
+        check_int("strategy.buffer_size", buffer_size, 1)
+        check_int("strategy.k", k, 1)
+        check_int("strategy.every_n_steps", every_n_steps, 1, allow_none=True)
+        self.tuner = FineTuner("strategy", modules, top_k, iterations, lr, batch_size, loss, kd_alpha, seed)
+        self.k, self.every_n_steps = k, every_n_steps
+        self.buffer = ReplayBuffer(buffer_size, "reservoir", seeded_generator(seed, 1))
+        self.name = f"kfpf_{loss}"
+        self.stores_logits = loss == "kd"
+        self.steps = 0
+        self.samples = 0
+        self.triggers = 0
+        self._logits: Tensor | None = None
+
+    def setup(self, module: "ContinualModule", stream: Stream) -> None:
+        super().setup(module, stream)
+        self.tuner.check(module)
+
+    def _interval(self) -> int:
+        """Steps between triggers: ``every_n_steps``, else the run's total steps / k.
+
+        The total is this experience's number of batches times the number of experiences (exact
+        for streams whose experiences have equal budgets, like every stream shipped here)."""
+        if self.every_n_steps is None:
+            try:
+                per_experience = int(self.module.trainer.num_training_batches)
+            except RuntimeError as err:  # not attached to a Trainer (unit use)
+                raise ConfigError("strategy.every_n_steps", None, "set it when training outside the Trainer") from err
+            self.every_n_steps = max(1, per_experience * len(self.stream) // self.k)
+        return self.every_n_steps
+
+    def training_step(self, batch: Batch) -> Tensor:
+        x, y, task = batch
+        out = self.module(x, task)
+        self._logits = out.detach()
+        return self.criterion(out, y)
+
+    def after_optimizer_step(self, batch: Batch) -> None:
+        x, y, task = batch
+        if self.stores_logits and self._logits is not None:
+            self.buffer.add(x, y, task, logits=self._logits)
+        else:
+            self.buffer.add(x, y, task)
+        self._logits = None
+        self.steps += 1
+        self.samples += int(x.shape[0])
+        if self.steps % self._interval() == 0:
+            self.tuner.run(self.module, self.buffer)
+            self.triggers += 1
+
+    def after_experience(self, experience: Experience) -> None:
+        self.tuner.sensitivity.record(self.module)
+
+    def summary(self) -> dict[str, Any]:
+        out = self.tuner.summary(self.module, self.steps, self.samples)
+        out.update({"fpf_triggers": self.triggers, "fpf_every_n_steps": self.every_n_steps, "buffer_size": len(self.buffer)})
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"tuner": self.tuner.state_dict(), "buffer": self.buffer.state_dict(), "steps": self.steps,
+                "samples": self.samples, "triggers": self.triggers, "every_n_steps": self.every_n_steps}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.tuner.load_state_dict(state["tuner"])
+        self.buffer.load_state_dict(state["buffer"])
+        self.steps, self.samples, self.triggers = int(state["steps"]), int(state["samples"]), int(state["triggers"])
+        self.every_n_steps = state["every_n_steps"]

@@ -1,0 +1,210 @@
+"""W&B offline runs hold what the run directory holds; run identity in sweeps; console progress.
+
+The W&B test runs a tiny experiment with ``logger=wandb`` in offline mode (no network, files in
+the run directory) and reads the offline run back: wandb 0.31 has no Python reader for its
+``.wandb`` record file, so ``read_wandb_records`` decodes it (LevelDB log framing around
+protobuf ``Record`` messages, the format ``wandb sync`` uploads).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import struct
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pandas as pd
+import pytest
+from omegaconf import open_dict
+
+from clplat.errors import ConfigError
+from clplat.experiment import run_experiment
+from clplat.logging import swept_overrides, thin_evaluations, wandb_run_metadata
+from clplat.progress import StreamProgress, resolve_mode
+from tests.conftest import CONF_DIR
+
+_BLOCK = 32768  # LevelDB log block size used by wandb's record files
+_FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
+
+
+def read_wandb_records(path: Path) -> Iterator[Any]:
+    """Every ``wandb_internal_pb2.Record`` of an offline run's ``run-<id>.wandb`` file."""
+    from wandb.proto import wandb_internal_pb2
+
+    data = path.read_bytes()
+    assert data[:4] == b":W&B", "not a wandb record file"
+    pos, pending = 7, b""  # 7-byte file header: ident, magic, version
+    while pos + 7 <= len(data):
+        left = _BLOCK - pos % _BLOCK
+        if left < 7:  # block trailer padding
+            pos += left
+            continue
+        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        if kind == 0 and length == 0:  # zero padding up to the end of the block
+            pos += left
+            continue
+        chunk = data[pos + 7:pos + 7 + length]
+        pos += 7 + length
+        if kind == _FULL:
+            payload = chunk
+        elif kind == _FIRST:
+            pending = chunk
+            continue
+        elif kind == _MIDDLE:
+            pending += chunk
+            continue
+        else:
+            payload, pending = pending + chunk, b""
+        record = wandb_internal_pb2.Record()
+        record.ParseFromString(payload)
+        yield record
+
+
+def read_finished_run(path: Path, timeout: float = 30.0) -> list[Any]:
+    """The records once the file holds the run's ``exit`` record: ``wandb.finish`` returns when
+    the run is closed, but wandb-core may still be flushing the offline file for a moment."""
+    deadline = time.monotonic() + timeout
+    while True:
+        records = list(read_wandb_records(path)) if path.stat().st_size > 7 else []
+        if any(r.WhichOneof("record_type") == "exit" for r in records) or time.monotonic() > deadline:
+            return records
+        time.sleep(0.2)
+
+
+def _history(records: list[Any]) -> pd.DataFrame:
+    rows = []
+    for record in records:
+        if record.WhichOneof("record_type") == "history":
+            rows.append({"/".join(item.nested_key) or item.key: json.loads(item.value_json)
+                         for item in record.history.item})
+    return pd.DataFrame(rows)
+
+
+def test_offline_wandb_run_holds_the_per_task_history_tables_and_plots(make_cfg, monkeypatch, tmp_path,
+                                                                        capsys):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    cfg = make_cfg("logger=wandb", "trainer.iterations=3", "trainer.checkpoint=false", "+progress=bar")
+    summary = run_experiment(cfg).summary
+    run_dir = Path(cfg.run_dir)
+
+    offline = list((run_dir / "wandb").glob("offline-run-*"))
+    assert len(offline) == 1, "exactly one offline run, under the run directory"
+    records = read_finished_run(next(offline[0].glob("run-*.wandb")))
+    kinds = {r.WhichOneof("record_type") for r in records}
+    assert {"run", "history", "summary", "exit"} <= kinds
+    run = next(r.run for r in records if r.WhichOneof("record_type") == "run")
+    assert {"strategy:replay", "stream:split_mnist1d", "backbone:gru"} <= set(run.tags)
+    exit_record = next(r.exit for r in records if r.WhichOneof("record_type") == "exit")
+    assert exit_record.exit_code == 0
+
+    # the per-task accuracy history, at cl/global_iter, equals the run's own results table
+    history = _history(records)
+    table = pd.read_csv(run_dir / "metrics.csv")
+    evals = history.dropna(subset=["eval/task_0/acc"])
+    for task in range(5):
+        key = f"eval/task_{task}/acc"
+        expected = table.loc[table.eval_task == task].drop_duplicates("global_iter", keep="last")
+        logged = evals.dropna(subset=[key]).drop_duplicates("cl/global_iter", keep="last")
+        assert logged["cl/global_iter"].astype(int).tolist() == expected.global_iter.tolist(), key
+        assert logged[key].tolist() == pytest.approx(expected.accuracy.tolist()), key
+    assert {"cl/experience", "eval/acc_seen"} <= set(history.columns)
+
+    files = offline[0] / "files"
+    tables = {p.name.split("_")[0] for p in (files / "media" / "table").glob("*.table.json")}
+    assert {"accuracy", "results", "evaluations"} <= tables  # accuracy_matrix_*, results_*, evaluations_*
+    images = {re.sub(r"_\d+_[0-9a-f]+\.png$", "", p.name) for p in (files / "media" / "images" / "plots").glob("*.png")}
+    assert {"forgetting_curves", "stability_gap", "accuracy_matrix"} <= images
+    assert (files / "metrics.csv").exists()
+    results = json.loads(next((files / "media" / "table").glob("results_*.table.json")).read_text())
+    row = dict(zip(results["columns"], results["data"][0]))
+    assert row["strategy"] == "replay" and row["avg_acc"] == pytest.approx(summary["avg_acc"])
+    summary_keys = {item.key or "/".join(item.nested_key)
+                    for r in records if r.WhichOneof("record_type") == "summary" for item in r.summary.update}
+    assert {"avg_acc", "forgetting", "min_acc", "wc_acc"} <= summary_keys
+
+    # the progress bar: one per experience, with the current average accuracy
+    err = capsys.readouterr().err
+    assert "exp 1/5" in err and "exp 5/5" in err and "acc_seen=" in err
+
+
+def test_sweep_runs_share_a_group_and_are_typed_by_their_swept_setting(tmp_path):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+
+    sweep = tmp_path / "multirun" / "2026-11-22" / "10-00-00-000000"
+    sweep.mkdir(parents=True)
+    OmegaConf.save({"hydra": {"overrides": {"task": ["strategy=naive,replay", "seed=0,1", "trainer.iterations=3"]}}},
+                   sweep / "multirun.yaml")
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose(config_name="train", overrides=["strategy=naive", "seed=1", "trainer.iterations=3"],
+                          return_hydra_config=True)
+        with open_dict(cfg):
+            cfg.hydra.mode = RunMode.MULTIRUN
+            cfg.hydra.sweep.dir = str(sweep)
+            cfg.hydra.job.num = 3
+        HydraConfig.instance().set_config(cfg)
+        meta = wandb_run_metadata({}, "split_mnist1d_gru_naive", None, ["mine"])
+    finally:
+        HydraConfig.instance().cfg = None
+        GlobalHydra.instance().clear()
+    assert meta["group"] == "2026-11-22/10-00-00-000000"
+    assert meta["job_type"] == "strategy=naive"  # the seed is what W&B averages over
+    assert meta["name"] == "split_mnist1d_gru_naive#3"
+    assert meta["tags"] == ["mine", "strategy:naive", "stream:split_mnist1d", "backbone:gru"]
+    assert swept_overrides(tmp_path, ["strategy=naive"]) == []  # no multirun.yaml: no setting
+
+
+def test_single_run_metadata_outside_hydra():
+    config = {"strategy": {"_target_": "strategies.replay.Replay"}, "stream": {"name": "permuted_mnist1d"},
+              "backbone": {"_target_": "clplat.backbones.rnn.LSTMBackbone"}}
+    meta = wandb_run_metadata(config, "run", "my-group", [])
+    assert meta == {"name": "run", "group": "my-group", "job_type": "train",
+                    "tags": ["strategy:replay", "stream:permuted_mnist1d", "backbone:lstm"]}
+
+
+def test_thin_evaluations_keeps_boundaries_under_the_row_limit():
+    rows = [dict(global_iter=i, experience=i // 100, eval_task=t, correct=1, n=2, loss=0.1, accuracy=0.5,
+                 boundary=(i % 100 == 99), initial=(i == 0)) for i in range(500) for t in range(4)]
+    table = pd.DataFrame(rows)
+    thin = thin_evaluations(table, 400)
+    assert len(thin) <= 400
+    assert set(table.loc[table.boundary, "global_iter"]) <= set(thin.global_iter)
+    assert thin_evaluations(table, 10_000) is table
+
+
+# -- console progress ---------------------------------------------------------------------------
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_mode_resolution():
+    assert resolve_mode("auto", multirun=True, stream=_Tty()) == "quiet"
+    assert resolve_mode("auto", multirun=False, stream=_Tty()) == "bar"
+    assert resolve_mode("auto", multirun=False, stream=_Tty(), lightning_bar=True) == "lines"
+    assert resolve_mode(None, multirun=False, stream=io.StringIO()) == "lines"
+    assert resolve_mode("lines", multirun=True) == "lines"
+    with pytest.raises(ConfigError, match="progress='loud'"):
+        resolve_mode("loud", multirun=False)
+
+
+def test_quiet_progress_prints_one_line_per_run():
+    out = io.StringIO()
+    progress = StreamProgress(evaluator=None, num_experiences=3, mode="quiet", out=out)
+    progress.info("stream description")
+    progress.experience_done(0, 10, [0.5])
+    progress.run_done("runs/x", {"avg_acc": 0.5, "wall_time_s": 1.25})
+    assert out.getvalue() == "clplat: done runs/x: avg_acc=0.500 in 1.2s\n"
+    lines = StreamProgress(evaluator=None, num_experiences=3, mode="lines", out=(buffer := io.StringIO()))
+    lines.experience_done(1, 20, [0.5, 0.7])
+    lines.run_done("runs/x", {"avg_acc": 0.5})
+    assert buffer.getvalue() == "clplat: experience 2/3 done at iteration 20: mean accuracy on seen tasks 0.600\n"

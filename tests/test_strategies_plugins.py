@@ -1,0 +1,205 @@
+"""Refresh learning (plugin), FPF (plugin) and k-FPF: their core steps on tiny tensors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from clplat.errors import ConfigError
+from clplat.strategy import compose
+from strategies.common import snapshot
+from strategies.der import DER
+from strategies.fpf import FPF, KFPF, Sensitivity, resolve_modules
+from strategies.naive import Naive
+from strategies.refresh import Refresh
+from strategies.replay import Replay
+from tests.test_strategies import toy_stream, wire
+
+
+
+
+def batch_of(exp):
+    return exp.train.x, exp.train.y, exp.train.task
+
+
+# -- refresh --------------------------------------------------------------------------------------
+
+
+def test_refresh_moves_parameters_up_the_loss_before_the_relearn_step():
+    torch.manual_seed(0)
+    stream = toy_stream()
+    refresh = Refresh(gamma=1e-2, noise_std=0.0)
+    strategy = compose(Naive(), [refresh])
+    module = wire(strategy, stream)
+    batch = batch_of(stream[0])
+    x, y, task = batch
+    with torch.no_grad():
+        before = F.cross_entropy(module(x, task), y)
+    params = snapshot(module)
+    strategy.before_training_step(batch)  # unlearn
+    with torch.no_grad():
+        after = F.cross_entropy(module(x, task), y)
+    assert float(after) > float(before)
+    # each tensor moved by gamma * ||p|| along the normalised gradient (F = 0 before any boundary)
+    for name, p in module.named_parameters():
+        step = (p.detach() - params[name]).norm()
+        torch.testing.assert_close(step, 1e-2 * params[name].norm(), rtol=1e-4, atol=1e-7)
+    loss = strategy.training_step(batch)  # relearn: the base step at the perturbed parameters
+    torch.testing.assert_close(loss, after)
+
+
+def test_refresh_fisher_damps_the_step_of_important_parameters():
+    torch.manual_seed(0)
+    stream = toy_stream()
+    refresh = Refresh(gamma=1e-2, damping=1.0, noise_std=0.0, fisher_samples=None)
+    module = wire(compose(Naive(), [refresh]), stream)
+    refresh.after_experience(stream[0])
+    assert any(float(f.abs().sum()) > 0 for f in refresh.fisher.values())
+    name = "head.linear.weight"
+    refresh.fisher = {n: torch.zeros_like(f) for n, f in refresh.fisher.items()}
+    refresh.fisher[name] = torch.full_like(refresh.fisher[name], 9.0)  # 1 / (1 + 9) = 0.1
+    start = snapshot(module)
+    refresh.unlearn(batch_of(stream[1]))
+    step = (dict(module.named_parameters())[name].detach() - start[name]).norm()
+    torch.testing.assert_close(step, 0.1 * 1e-2 * start[name].norm(), rtol=1e-4, atol=1e-7)
+
+
+def test_refresh_noise_is_seeded_and_checkpointed():
+    stream = toy_stream()
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        refresh = Refresh(gamma=1e-3, noise_std=1.0, seed=5)
+        module = wire(compose(Replay(buffer_size=4), [refresh]), stream)
+        refresh.unlearn(batch_of(stream[0]))
+        runs.append(snapshot(module))
+    assert all(torch.equal(runs[0][n], runs[1][n]) for n in runs[0])
+    state = refresh.state_dict()
+    first = torch.randn(3, generator=refresh.generator)
+    refresh.load_state_dict(state)
+    assert torch.equal(torch.randn(3, generator=refresh.generator), first)
+    with pytest.raises(ConfigError, match=r"plugin\.refresh\.gamma"):
+        Refresh(gamma=-1.0)
+
+
+@pytest.mark.parametrize("base", [Naive, lambda: Replay(buffer_size=8), lambda: DER(buffer_size=8, beta=0.5)],
+                         ids=["naive", "replay", "derpp"])
+def test_refresh_composes_with_base_strategies(base):
+    torch.manual_seed(0)
+    stream = toy_stream()
+    strategy = compose(base(), [Refresh(gamma=1e-3)])
+    module = wire(strategy, stream)
+    for exp in stream:
+        strategy.before_experience(exp)
+        batch = batch_of(exp)
+        strategy.before_training_step(batch)
+        loss = strategy.training_step(batch)
+        module.zero_grad()
+        loss.backward()
+        strategy.before_optimizer_step()
+        strategy.after_optimizer_step(batch)
+        strategy.after_experience(exp)
+    assert strategy.summary()["refresh_unlearn_steps"] == 3
+
+
+# -- FPF ------------------------------------------------------------------------------------------
+
+
+def test_fpf_changes_only_the_chosen_modules():
+    torch.manual_seed(0)
+    stream = toy_stream()
+    fpf = FPF(modules=["head"], iterations=5, lr=0.5, batch_size=4)
+    strategy = compose(Replay(buffer_size=8), [fpf])
+    module = wire(strategy, stream)
+    assert fpf.base_buffer is strategy.base.buffer and fpf.buffer is None  # reuses replay's buffer
+    for exp in stream:
+        strategy.before_experience(exp)
+        strategy.after_optimizer_step(batch_of(exp))  # fills the buffer
+        before = snapshot(module)
+        strategy.after_experience(exp)
+        after = snapshot(module)
+        moved = {n for n in after if not torch.equal(after[n], before[n])}
+        assert moved == ({"head.linear.weight", "head.linear.bias"} if exp.index == 2 else set())  # at the end only
+    summary = strategy.summary()
+    assert summary["fpf_steps"] == 5 and summary["fpf_samples"] == 20 and summary["fpf_buffer"] == "base"
+    assert summary["fpf_modules"] == ["head"] and summary["stream_samples"] == 24
+    assert summary["fpf_sample_fraction"] == pytest.approx(20 / 24)
+
+
+def test_fpf_groups_resolve_to_modules_and_bad_names_are_refused():
+    stream = toy_stream()
+    module = wire(Naive(), stream)
+    assert resolve_modules(module, ["norms", "head", "last_layer"], "k") == ["head", "backbone.layers.0"]
+    assert resolve_modules(module, ["backbone.layers.0.rnn"], "k") == ["backbone.layers.0.rnn"]
+    with pytest.raises(ConfigError, match=r"plugin\.fpf\.modules"):
+        wire(compose(Naive(), [FPF(modules=["decoder"])]), stream)
+    with pytest.raises(ConfigError, match=r"plugin\.fpf\.loss"):
+        FPF(loss="l2")
+
+
+def test_sensitivity_is_the_mean_l1_change_per_parameter():
+    torch.manual_seed(0)
+    stream = toy_stream()
+    module = wire(Naive(), stream)
+    tracker = Sensitivity()
+    tracker.record(module)
+    with torch.no_grad():
+        module.head.linear.weight.add_(0.5)
+        module.backbone.layers[0].rnn.weight_hh_l0.add_(0.1)
+    tracker.record(module)
+    with torch.no_grad():
+        module.head.linear.weight.add_(0.1)
+    tracker.record(module)
+    scores = tracker.scores()
+    head_params = module.head.linear.weight.numel() + module.head.linear.bias.numel()
+    expected_head = (0.5 * module.head.linear.weight.numel() / head_params + 0.1 * module.head.linear.weight.numel() / head_params) / 2
+    assert scores["head.linear"] == pytest.approx(expected_head, rel=1e-5)
+    assert tracker.top(1) == ["head.linear"]
+    fpf = FPF(modules="auto", top_k=1, iterations=2, batch_size=4)
+    strategy = compose(Naive(), [fpf])
+    wire(strategy, stream)
+    fpf.tuner.sensitivity = tracker
+    assert fpf.tuner.selection(strategy.module) == ["head.linear"]
+
+
+def test_fpf_kd_without_a_logit_buffer_keeps_its_own():
+    torch.manual_seed(0)
+    stream = toy_stream()
+    fpf = FPF(loss="kd", iterations=2, batch_size=4, buffer_size=5)
+    strategy = compose(Replay(buffer_size=8), [fpf])
+    wire(strategy, stream)
+    assert fpf.buffer is not None and fpf.base_buffer is None
+    strategy.after_optimizer_step(batch_of(stream[0]))
+    assert len(fpf.buffer) == 5 and "logits" in fpf.buffer.extras
+    with_der = FPF(loss="kd")
+    wire(compose(DER(buffer_size=8), [with_der]), stream)
+    assert with_der.base_buffer is not None  # DER's buffer has logits
+
+
+# -- k-FPF ----------------------------------------------------------------------------------------
+
+
+def test_kfpf_is_replay_free_and_fine_tunes_every_n_steps():
+    torch.manual_seed(0)
+    stream = toy_stream()
+    kfpf = KFPF(buffer_size=6, every_n_steps=2, modules=["head"], iterations=3, batch_size=4)
+    module = wire(kfpf, stream)
+    seen = []
+    hook = module.register_forward_pre_hook(lambda m, args: seen.append(args[0].shape[0]))
+    batch = batch_of(stream[0])
+    kfpf.training_step(batch)
+    assert seen == [8]  # the stream batch only, even with a non-empty buffer later
+    hook.remove()
+    before = snapshot(module)
+    kfpf.after_optimizer_step(batch)  # step 1: buffer filled, no trigger
+    assert len(kfpf.buffer) == 6 and kfpf.triggers == 0
+    assert all(torch.equal(before[n], p) for n, p in snapshot(module).items())
+    kfpf.training_step(batch)
+    kfpf.after_optimizer_step(batch)  # step 2: trigger
+    after = snapshot(module)
+    assert kfpf.triggers == 1 and kfpf.tuner.steps == 3
+    assert {n for n in after if not torch.equal(after[n], before[n])} == {"head.linear.weight", "head.linear.bias"}
+    assert kfpf.summary()["fpf_samples"] == 12 and kfpf.name == "kfpf_ce"
+    with pytest.raises(ConfigError, match=r"strategy\.k"):
+        KFPF(k=0)

@@ -1,0 +1,131 @@
+"""The issue-4 methods in real runs: resume equivalence, every scenario, and the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from clplat.errors import RunInterrupted
+from clplat.experiment import build_strategy, run_experiment
+from clplat.stream import Scenario
+from tests.conftest import TINY, compose_config
+from tests.test_resume import comparable, interrupt_at
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# cheap settings: a handful of Fisher samples, short rehearsal and fine-tuning
+CHEAP = {
+    "ewc": ["strategy.fisher_samples=8"],
+    "ewc_online": ["strategy.fisher_samples=8"],
+    "power_law": ["strategy.rehearsal_size=48", "strategy.pool_size=20", "strategy.batch_size=16"],
+    "kfpf": ["strategy.iterations=2", "strategy.batch_size=8"],
+    "refresh": ["plugin.refresh.fisher_samples=8"],
+    "fpf": ["plugin.fpf.iterations=3", "plugin.fpf.batch_size=8"],
+}
+
+# every new method, alone or as plugins on a base, with what it needs to be cheap
+CASES = {
+    "der": ["strategy=der"],
+    "derpp": ["strategy=derpp"],
+    "ewc": ["strategy=ewc", *CHEAP["ewc"]],
+    "ewc_online": ["strategy=ewc_online", *CHEAP["ewc_online"]],
+    "si": ["strategy=si"],
+    "lwf": ["strategy=lwf"],
+    "agem": ["strategy=agem"],
+    "power_law": ["strategy=power_law", *CHEAP["power_law"]],
+    "power_law_interleaved": ["strategy=power_law", "strategy.when=interleaved", "strategy.reset_recency=true",
+                              *CHEAP["power_law"]],
+    "kfpf": ["strategy=kfpf", *CHEAP["kfpf"]],
+    "kfpf_kd_auto": ["strategy=kfpf", "strategy.loss=kd", "strategy.modules=auto", *CHEAP["kfpf"]],
+    "replay+refresh": ["strategy=replay", "plugin=[refresh]", *CHEAP["refresh"]],
+    "der+refresh+fpf": ["strategy=der", "plugin=[refresh,fpf]", *CHEAP["refresh"], *CHEAP["fpf"],
+                        "plugin.fpf.when=every_experience"],
+    "naive+fpf_kd": ["strategy=naive", "plugin=[fpf]", "plugin.fpf.loss=kd", *CHEAP["fpf"]],
+}
+TIMING_KEYS = ("fpf_seconds",)  # how long, not what was computed
+
+
+def without_timings(run_dir: Path) -> tuple[str, dict]:
+    metrics, summary = comparable(run_dir)
+    state = {k: v for k, v in summary.get("strategy_state", {}).items() if k not in TIMING_KEYS}
+    return metrics, {**summary, "strategy_state": state}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_new_strategies_resume_equal_to_an_uninterrupted_run(make_cfg, monkeypatch, case):
+    overrides = [*CASES[case], "backbone.dropout=0.2", "backbone.num_layers=2"]  # dropout: global RNG
+    reference = make_cfg(*overrides)
+    run_experiment(reference)
+    interrupted = make_cfg(*overrides)
+    interrupt_at(monkeypatch, 14, RunInterrupted(signal.SIGTERM))  # inside experience 2
+    with pytest.raises(RunInterrupted):
+        run_experiment(interrupted)
+    monkeypatch.undo()
+    run_experiment(interrupted, resume=True)
+    assert without_timings(Path(interrupted.run_dir)) == without_timings(Path(reference.run_dir))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stream", ["split_mnist1d", "split_mnist1d_til", "permuted_mnist1d"])
+def test_every_new_method_runs_on_every_scenario(make_cfg, stream):
+    for case, overrides in CASES.items():
+        result = run_experiment(make_cfg(f"stream={stream}", *overrides, "trainer.checkpoint=false"))
+        assert result.summary["num_experiences_finished"] == 5, case
+
+
+def test_new_methods_declare_every_scenario(tmp_path):
+    for case, overrides in CASES.items():
+        strategy = build_strategy(compose_config(overrides, tmp_path / case))
+        parts = getattr(strategy, "parts", [strategy])
+        for part in parts:
+            assert set(part.supported_scenarios) == set(Scenario), case
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "clplat.train", *args], env=env, cwd=cwd,
+                          capture_output=True, text=True, timeout=900)
+
+
+def test_cli_runs_a_base_with_both_plugins(tmp_path):
+    run_dir = tmp_path / "run"
+    done = _cli(*TINY, "trainer.checkpoint=false", "strategy=replay", "plugin=[refresh,fpf]",
+                *CHEAP["refresh"], *CHEAP["fpf"], f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["strategy"] == "replay+refresh+fpf"
+    assert summary["strategy_state"]["fpf_steps"] == 3 and summary["strategy_state"]["refresh_unlearn_steps"] == 30
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["strategy=replay", "plugin=[refresh]", "plugin.refresh.gamma=-1"], "plugin.refresh.gamma=-1 is not valid"),
+    (["strategy=power_law", "strategy.schedule=zipf"], "strategy.schedule='zipf' is not valid"),
+    (["strategy=naive", "plugin=[fpf]", "plugin.fpf.loss=l2"], "plugin.fpf.loss='l2' is not valid"),
+    (["strategy=ewc", "strategy.mode=offline"], "strategy.mode='offline' is not valid"),
+    (["-m", "strategy=der", "strategy.alpha=0.1,-2"], "strategy.alpha=-2 is not valid"),
+])
+def test_cli_preflight_refuses_bad_values_with_one_line(argv, message, capsys):
+    from clplat.train import preflight
+
+    with pytest.raises(SystemExit) as exit_info:
+        preflight(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+
+
+def test_cli_multirun_of_every_new_strategy(tmp_path):
+    names = "der,derpp,ewc,ewc_online,si,lwf,agem,power_law,kfpf"
+    done = _cli("-m", *TINY, "trainer.checkpoint=false", f"strategy={names}",
+                f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    summaries = sorted((tmp_path / "sweep").rglob("summary.json"))
+    assert len(summaries) == 9
+    assert {json.loads(p.read_text())["strategy"] for p in summaries} == {
+        "der", "derpp", "ewc", "ewc_online", "si", "lwf", "agem", "power_law", "kfpf_ce"}

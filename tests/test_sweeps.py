@@ -1,0 +1,232 @@
+"""Sweeps through the real launchers, failing jobs, and the per-job resource pinning.
+
+``clplat.train.main`` runs here as ``clplat-train -m launcher=... strategy=naive,replay seed=0,1``
+would (same argv, preflight, Hydra, callbacks), with this process as the launching side: the
+jobs run in real joblib (loky) worker processes and submitit subprocesses, and the command line
+itself is covered by ``tests/test_cli.py``. Keeping the launching side in-process saves a Python
+start and a torch/Lightning import per test; the job processes still pay theirs, which is most
+of these tests' time (the runs are 3 iterations per experience). Then ``clplat-report`` on the
+sweep directory must print a two-row mean ± std table.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import torch
+
+import clplat.train as train
+from clplat.analysis.runs import JOB_ERROR_FILE, SWEEP_FAILURES_FILE
+from clplat.report import main as report_main
+from tests.conftest import TINY
+
+GRID = ["strategy=naive,replay", "seed=0,1"]
+FAST = [*TINY, "trainer.iterations=3", "trainer.checkpoint=false"]
+
+
+@pytest.fixture
+def in_process_hydra() -> Iterator[None]:
+    """Run ``clplat.train.main`` in this process and leave no Hydra, logging or worker state
+    behind (Hydra configures the root logger and keeps the last job's config as a singleton;
+    joblib keeps its loky workers alive for reuse)."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in root.handlers:
+        if handler not in handlers:
+            handler.close()
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    HydraConfig.instance().cfg = None
+    GlobalHydra.instance().clear()
+    from joblib.externals.loky import get_reusable_executor
+
+    get_reusable_executor(reuse=True).shutdown(wait=True, kill_workers=True)  # the workers joblib left idle
+
+
+def clplat_train(monkeypatch: pytest.MonkeyPatch, *args: str) -> int:
+    """``clplat-train *args`` in this process; its exit code."""
+    monkeypatch.setattr(sys, "argv", ["clplat-train", *args])
+    try:
+        train.main()
+    except SystemExit as exit_info:
+        return int(exit_info.code or 0)
+    return 0
+
+
+def _report_rows(sweep: Path, capsys: pytest.CaptureFixture) -> list[str]:
+    capsys.readouterr()
+    assert report_main([str(sweep), "--no-plots"]) == 0
+    out = capsys.readouterr().out
+    return [line for line in out.splitlines() if line.startswith(("| naive", "| replay"))]
+
+
+def test_joblib_sweep_runs_pinned_parallel_jobs_then_reports(tmp_path, monkeypatch, capsys, in_process_hydra):
+    sweep = tmp_path / "sweep"
+    assert clplat_train(monkeypatch, "-m", "launcher=joblib", "hydra.launcher.n_jobs=2", *FAST, *GRID,
+                        f"hydra.sweep.dir={sweep}") == 0
+    jobs = sorted(p.parent for p in sweep.glob("*/summary.json"))
+    assert len(jobs) == 4
+    # every job claimed one of the 2 slots (one core each) and said so in its own log
+    pins = [next(line for line in (job / "train.log").read_text().splitlines() if "slot" in line) for job in jobs]
+    assert all(("slot 0" in line) != ("slot 1" in line) for line in pins), pins
+    assert not (sweep / SWEEP_FAILURES_FILE).exists()
+    rows = _report_rows(sweep, capsys)
+    assert len(rows) == 2 and all(row.count("±") == 7 for row in rows), rows
+
+
+def test_submitit_local_sweep_runs_jobs_as_subprocesses_then_reports(tmp_path, monkeypatch, capsys,
+                                                                     in_process_hydra):
+    sweep = tmp_path / "sweep"
+    assert clplat_train(monkeypatch, "-m", "launcher=submitit_local", *FAST, *GRID, f"hydra.sweep.dir={sweep}") == 0
+    assert len(list(sweep.glob("*/summary.json"))) == 4
+    logs = [log.read_text() for log in (sweep / ".submitit").glob("*/*_log.out")]
+    assert len(logs) == 4 and all("Job completed successfully" in log for log in logs)
+    # quiet mode in a sweep: one line per job, no per-experience chatter
+    assert all("clplat: done " in log and "experience 1/5" not in log for log in logs)
+    rows = _report_rows(sweep, capsys)
+    assert len(rows) == 2 and all(row.count("±") == 7 for row in rows), rows
+
+
+def test_a_failing_job_is_recorded_and_the_others_still_run(tmp_path, monkeypatch, capsys, in_process_hydra):
+    sweep = tmp_path / "sweep"
+    # 3 experiences cannot split 10 classes: found only when job #0 builds its stream
+    assert clplat_train(monkeypatch, "-m", *FAST, "stream.n_experiences=3,5", f"hydra.sweep.dir={sweep}") == 1
+    err = capsys.readouterr().err
+    assert "clplat: error: job #0 " in err and "stream.classes_per_experience=2 is not valid" in err
+    assert err.strip().splitlines()[-1].startswith("clplat: error: 1 sweep job(s) failed (0_")
+
+    failed, = [p for p in sweep.iterdir() if p.name.startswith("0_")]
+    done, = [p for p in sweep.iterdir() if p.name.startswith("1_")]
+    assert (done / "summary.json").exists()  # the job after the failure ran
+    error = (failed / JOB_ERROR_FILE).read_text()
+    assert error.startswith("stream.classes_per_experience=2 is not valid") and "Traceback" in error
+    listing = (sweep / SWEEP_FAILURES_FILE).read_text()
+    assert listing.startswith(f"{failed.name}\tstream.classes_per_experience=2")
+
+    assert report_main([str(sweep), "--no-plots"]) == 0
+    out = capsys.readouterr().out
+    assert "1 failed job(s)" in out and f"`{failed.name}`" in out
+
+
+# -- resource pinning ---------------------------------------------------------------------------
+
+def test_core_share_and_gpu_for_slot():
+    assert train.core_share(range(8), 0, 4) == [0, 1] and train.core_share(range(8), 3, 4) == [6, 7]
+    assert train.core_share([2, 3], 1, 2) == [3]  # the cores this process may use, not 0..n
+    assert train.core_share(range(2), 2, 4) == [0]  # more slots than cores: shared, one each
+    assert train.core_share(range(8), 1, 2, per_job=3) == [3, 4, 5]
+    assert train.core_share(range(2), 0, 1) == [0, 1]
+    assert train.gpu_for_slot(["0", "1"], 3) == "1" and train.gpu_for_slot([], 3) is None
+
+
+def test_claim_slot_gives_concurrent_claimers_distinct_slots(tmp_path):
+    first, lock1 = train.claim_slot(tmp_path, 2)
+    second, lock2 = train.claim_slot(tmp_path, 2)  # flock: another open file description conflicts
+    third, lock3 = train.claim_slot(tmp_path, 2)
+    assert (first, second, third) == (0, 1, None) and lock3 is None
+    lock1.close()
+    assert train.claim_slot(tmp_path, 2)[0] == 0  # released when its holder closes (or exits)
+    lock2.close()
+
+
+def test_visible_gpus_respects_cuda_visible_devices(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    assert train.visible_gpus() == ["2", "3"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert train.visible_gpus() == []
+
+
+def test_pin_job_resources_sets_affinity_threads_and_gpu(tmp_path, monkeypatch):
+    from omegaconf import OmegaConf
+
+    calls = {}
+    monkeypatch.setattr(train, "_PINNED", {})
+    monkeypatch.setattr(train, "_available_cores", lambda: [0, 1, 2, 3])
+    monkeypatch.setattr(train.os, "sched_setaffinity", lambda pid, cores: calls.update(cores=sorted(cores)),
+                        raising=False)
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: calls.update(threads=n))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    from hydra.types import RunMode
+
+    config = OmegaConf.create({"hydra": {"mode": RunMode.MULTIRUN, "sweep": {"dir": str(tmp_path)}, "job": {"num": 5}}})
+    train.PinJobResources(slots=2).on_job_start(OmegaConf.create({"hydra": {"mode": RunMode.RUN}}))
+    assert calls == {} and not train._PINNED  # a single run is left alone
+    holder, held = train.claim_slot(tmp_path / ".slots", 2)  # another job holds slot 0
+    train.PinJobResources(slots=2).on_job_start(config)
+    assert calls == {"cores": [2, 3], "threads": 2}
+    assert train._PINNED["slot"] == 1 and train._PINNED["gpu"] == "1"
+    assert train._PINNED["lock"] is not None
+    train._PINNED["lock"].close()
+    held.close()
+    assert holder == 0
+
+
+# -- launcher configs ---------------------------------------------------------------------------
+
+def _compose_with_hydra(*overrides: str):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from tests.conftest import CONF_DIR
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return compose(config_name="train", overrides=list(overrides), return_hydra_config=True)
+    finally:
+        GlobalHydra.instance().clear()
+
+
+@pytest.mark.parametrize("name, target", [("basic", "BasicLauncher"), ("joblib", "JoblibLauncher"),
+                                          ("submitit_local", "LocalLauncher"), ("slurm", "SlurmLauncher")])
+def test_every_launcher_composes_with_its_callbacks(name, target):
+    from hydra.utils import instantiate
+
+    cfg = _compose_with_hydra(f"launcher={name}")
+    assert cfg.hydra.launcher._target_.endswith(target)
+    callbacks = {key: instantiate(node) for key, node in cfg.hydra.callbacks.items()}
+    assert isinstance(callbacks.pop("sweep_failures"), train.SweepFailures)
+    if name == "basic":
+        assert not callbacks
+    else:
+        assert isinstance(callbacks["pin_job_resources"], train.PinJobResources)
+
+
+def test_slurm_launcher_config_gives_submitit_a_valid_sbatch_script(tmp_path, monkeypatch):
+    """What ``launcher=slurm`` submits, without a cluster: the plugin's own parameter mapping
+    fed to submitit's SLURM executor (a stand-in ``srun`` on PATH satisfies its start-up check)."""
+    import os
+
+    import submitit
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.utils import instantiate
+    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+    from omegaconf import OmegaConf
+
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "srun").write_text("#!/bin/sh\nexit 0\n")
+    (tmp_path / "bin" / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    cfg = _compose_with_hydra("launcher=slurm", "hydra.launcher.partition=gpu", "hydra.launcher.account=myproj",
+                              f"hydra.sweep.dir={tmp_path / 'sweep'}", 'hydra.launcher.setup=["module load cuda/12.4"]')
+    HydraConfig.instance().set_config(cfg)
+    try:
+        params = instantiate(cfg.hydra.launcher).params
+    finally:
+        HydraConfig.instance().cfg = None
+    executor = submitit.AutoExecutor(cluster="slurm", folder=params["submitit_folder"])
+    base = set(OmegaConf.structured(BaseQueueConf).keys())
+    executor.update_parameters(**{key if key in base else f"slurm_{key}": value for key, value in params.items()
+                                  if key not in ("submitit_folder", "max_num_timeout")})
+    script = executor._executor._make_submission_file_text("python -u -m submitit.core._submit x", "uid")
+    for line in ("#SBATCH --partition=gpu", "#SBATCH --account=myproj", "#SBATCH --cpus-per-task=4",
+                 "#SBATCH --gpus-per-node=1", "#SBATCH --mem=16GB", "#SBATCH --time=120", "module load cuda/12.4"):
+        assert line in script, line
