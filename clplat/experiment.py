@@ -129,7 +129,7 @@ def prepare_run_dir(run_dir: Path) -> None:
 def config_hash(config: dict[str, Any]) -> str:
     """Identifies the experiment independently of where and how it ran (run_dir, resume and
     console options excluded), so a resumed run matches its checkpoints."""
-    payload = {k: v for k, v in config.items() if k not in ("run_dir", "resume", "print_summary")}
+    payload = {k: v for k, v in config.items() if k not in ("run_dir", "resume", "print_summary", "plots")}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -212,7 +212,7 @@ def run_experiment(cfg: DictConfig, resume: bool = False) -> RunResult:
         R = accuracy_matrix(table, num_tasks=len(stream))
         np.savetxt(run_dir / "accuracy_matrix.csv", R, delimiter=",", fmt="%.6f",
                    header=",".join(f"task_{j}" for j in range(len(stream))), comments="")
-        plots = save_run_plots(table, run_dir)
+        plots = save_run_plots(table, run_dir) if cfg.get("plots", True) else {}
         summary = {
             **summarize(table),
             "strategy": strategy.name,

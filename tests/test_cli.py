@@ -43,6 +43,7 @@ def test_cli_usage_error_exits_2_with_one_line_and_writes_nothing(tmp_path):
 @pytest.mark.parametrize("args, expected", [
     (["strategy=bogus"], f"Could not find 'strategy/bogus' (available: {STRATEGIES})"),
     (["experiment=bogus"], "Could not find 'experiment/bogus'"),
+    (["plots=maybe"], "plots='maybe' is not valid: allowed values are True, False"),
     (["plugin=[bogus]"], "Could not load 'plugin/bogus'"),
     (["eval.every_n_iters=0"], "eval.every_n_iters=0 is not valid: must be an integer >= 1"),
     (["eval.every_n_iters=-5"], "eval.every_n_iters=-5"),

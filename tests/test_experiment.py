@@ -17,13 +17,15 @@ RUN_FILES = ["metrics.csv", "accuracy_matrix.csv", "summary.json", "config.yaml"
 
 
 def test_default_pipeline_writes_a_complete_run_directory(make_cfg, capsys):
-    cfg = make_cfg("print_summary=true", "logger=csv")
+    cfg = make_cfg("print_summary=true", "logger=csv", "trainer.log_every_n_steps=4")
     result = run_experiment(cfg)
     run_dir = Path(cfg.run_dir)
     for name in RUN_FILES:
         assert (run_dir / name).stat().st_size > 0, name
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == [f"exp_{k}.ckpt" for k in range(5)]
-    assert (run_dir / "logs" / "csv" / "metrics.csv").exists()
+    logged = pd.read_csv(run_dir / "logs" / "csv" / "metrics.csv")
+    # the training loss at Lightning's logging cadence: steps 4, 8, ..., 28 (step = global step - 1)
+    assert logged.dropna(subset=["train/loss"])["step"].tolist() == list(range(3, 30, 4))
 
     table = pd.read_csv(run_dir / "metrics.csv")
     # 6 iterations per experience, evaluated every 2: iterations 0, 2, 4, ..., 30
@@ -98,3 +100,11 @@ def test_wandb_offline_run_keeps_the_accuracy_history(make_cfg, monkeypatch, tmp
     assert records and records[0].stat().st_size > 0
     blob = records[0].read_bytes()
     assert b"eval/task_0/acc" in blob and b"cl/global_iter" in blob
+
+
+def test_plots_false_writes_every_result_but_the_pngs(make_cfg):
+    cfg = make_cfg("plots=false", "trainer.checkpoint=false")
+    run_experiment(cfg)
+    run_dir = Path(cfg.run_dir)
+    assert {p.name for p in run_dir.glob("*.png")} == set()
+    assert all((run_dir / name).exists() for name in RUN_FILES if not name.endswith(".png"))
