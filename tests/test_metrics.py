@@ -427,6 +427,15 @@ def test_prepare_table_derives_accuracy_and_coerces_flags() -> None:
         prepare_table(RUN.drop(columns=["eval_task"]))
 
 
+def test_a_prepared_table_passes_through_and_a_shuffled_subset_is_prepared_again() -> None:
+    t = prepare_table(RUN)
+    assert prepare_table(t) is t
+    subset = t.loc[t["eval_task"] == 1].iloc[::-1]  # inherits the mark, not the order or index
+    again = prepare_table(subset)
+    assert again is not subset and again["global_iter"].is_monotonic_increasing
+    assert list(again.index) == list(range(len(subset)))
+
+
 def test_summarize_values_and_json() -> None:
     s = summarize(RUN, windows=(3, 10))
     # avg_acc = (0.65 + 0.85 + 0.95) / 3 = 0.816667 ; bwt = ((0.65-0.80) + (0.85-0.90)) / 2 = -0.10
