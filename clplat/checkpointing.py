@@ -7,6 +7,12 @@ else a run uses is either rebuilt deterministically from the config (stream, eva
 each experience's shuffling generator) or re-created at every experience anyway (the
 optimizer), so resuming from the last boundary reproduces the uninterrupted run exactly: the
 work of an interrupted experience is redone, and yields the same numbers.
+
+Under DDP every rank writes its own checkpoint: rank 0 ``exp_<k>.ckpt``, rank r
+``exp_<k>.rank<r>.ckpt``. The weights and the evaluator's results are the same on every rank,
+but the strategy's state (a rank's replay buffer) and the RNG states are not. A run resumes
+from the last experience for which *every* rank's file exists (a kill between two ranks'
+writes leaves an incomplete set, which is skipped), each rank loading its own file.
 """
 
 from __future__ import annotations
@@ -27,8 +33,9 @@ CHECKPOINT_DIR = "checkpoints"
 _NAME = re.compile(r"^exp_(\d+)\.ckpt$")
 
 
-def checkpoint_path(run_dir: Path, experience: int) -> Path:
-    return run_dir / CHECKPOINT_DIR / f"exp_{experience}.ckpt"
+def checkpoint_path(run_dir: Path, experience: int, rank: int = 0) -> Path:
+    suffix = "" if rank == 0 else f".rank{rank}"
+    return run_dir / CHECKPOINT_DIR / f"exp_{experience}{suffix}.ckpt"
 
 
 def rng_state() -> dict[str, Any]:
@@ -42,28 +49,34 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_boundary_checkpoint(trainer: L.Trainer, run_dir: Path, experience: int, meta: dict[str, Any]) -> Path:
-    """Write atomically, so a kill during the write leaves the previous checkpoints intact."""
-    path = checkpoint_path(run_dir, experience)
+    """Write this rank's checkpoint atomically, so a kill during the write leaves the previous ones intact."""
+    rank = trainer.global_rank
+    path = checkpoint_path(run_dir, experience, rank)
     path.parent.mkdir(parents=True, exist_ok=True)
     checkpoint = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)
-    checkpoint["clplat"] = {**meta, "experience": experience, "rng": rng_state()}
+    checkpoint["clplat"] = {**meta, "experience": experience, "rng": rng_state(), "rank": rank,
+                            "world_size": trainer.world_size}
     tmp = path.with_suffix(".ckpt.tmp")
     torch.save(checkpoint, tmp)
     os.replace(tmp, path)
     return path
 
 
-def latest_checkpoint(run_dir: Path) -> tuple[int, Path] | None:
+def latest_checkpoint(run_dir: Path, rank: int = 0, world_size: int = 1) -> tuple[int, Path] | None:
+    """The last experience checkpointed by every one of ``world_size`` ranks, and ``rank``'s file."""
     found = []
     for path in (run_dir / CHECKPOINT_DIR).glob("exp_*.ckpt"):
         match = _NAME.match(path.name)
         if match:
-            found.append((int(match.group(1)), path))
-    return max(found) if found else None
+            k = int(match.group(1))
+            if all(checkpoint_path(run_dir, k, r).is_file() for r in range(1, world_size)):
+                found.append(k)
+    return (max(found), checkpoint_path(run_dir, max(found), rank)) if found else None
 
 
-def load_checkpoint(path: Path, expected_hash: str) -> dict[str, Any]:
-    """Read a boundary checkpoint, refusing one that is unreadable or from another config."""
+def load_checkpoint(path: Path, expected_hash: str, world_size: int = 1) -> dict[str, Any]:
+    """Read a boundary checkpoint, refusing one that is unreadable, from another config or
+    from a run on another number of processes."""
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # noqa: BLE001 - any unpickling failure means a corrupt file
@@ -75,6 +88,9 @@ def load_checkpoint(path: Path, expected_hash: str) -> dict[str, Any]:
     if meta.get("config_hash") != expected_hash:
         raise ConfigError("resume", str(path), f"was written by another configuration (config hash "
                           f"{meta.get('config_hash')}, this run's is {expected_hash})")
+    if meta.get("world_size", 1) != world_size:
+        raise ConfigError("resume", str(path), f"was written by a run on {meta.get('world_size', 1)} processes, "
+                          f"this one has {world_size} (trainer.devices must match)")
     return checkpoint
 
 

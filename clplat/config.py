@@ -16,6 +16,7 @@ from typing import Any, Optional
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from clplat.distributed import PROCESS_GROUP_BACKENDS, TRAINER_STRATEGIES
 from clplat.errors import ConfigError, check_choice, check_float, check_int
 from clplat.evaluation.evaluator import TASK_SELECTIONS
 from clplat.heads import HEAD_TYPES
@@ -29,6 +30,8 @@ class TrainerSchema:
     batch_size: int = 64
     accelerator: str = "cpu"
     devices: Any = 1
+    strategy: str = "auto"
+    process_group_backend: Optional[str] = None
     precision: Any = "32-true"
     gradient_clip_val: Optional[float] = None
     deterministic: bool = False
@@ -95,6 +98,10 @@ def validate_config(cfg: DictConfig) -> None:
     check_int("trainer.batch_size", trainer.batch_size, 1)
     check_int("trainer.log_every_n_steps", trainer.log_every_n_steps, 1)
     check_float("trainer.gradient_clip_val", trainer.gradient_clip_val, 0.0, allow_none=True)
+    if trainer.strategy not in TRAINER_STRATEGIES:  # ddp_spawn, fsdp, deepspeed, ...
+        raise ConfigError("trainer.strategy", trainer.strategy, "allowed values are auto, ddp (ddp_spawn "
+                          "loses strategy state such as replay buffers after every experience)")
+    check_choice("trainer.process_group_backend", trainer.process_group_backend, (None, *PROCESS_GROUP_BACKENDS))
 
     ev = _typed("eval", cfg.eval)
     check_int("eval.every_n_iters", ev.every_n_iters, 1, allow_none=True)

@@ -6,6 +6,10 @@ permutation instead: one gather per batch. It yields exactly ``iterations`` batc
 through reshuffled passes when the budget exceeds an epoch), so one Lightning epoch is one
 experience whatever the budget, and its shuffling has its own seeded generator so training
 order does not depend on anything else that draws random numbers.
+
+Under DDP every rank builds the same loader (same generator seed, so the same global batches)
+and keeps its own disjoint slice of each batch (``clplat.distributed.shard``): every rank takes
+exactly ``iterations`` steps, and the ranks together see what a single process would see.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from typing import Iterator
 import torch
 from torch import Tensor
 
+from clplat.distributed import shard
 from clplat.errors import ConfigError, check_int
 from clplat.stream import SequenceData
 
@@ -33,15 +38,20 @@ def iterations_for(num_samples: int, batch_size: int, epochs: int | None, iterat
 class ExperienceLoader:
     """Yields ``(x, y, task)`` batches: ``iterations`` of them, reshuffling after each full pass."""
 
-    def __init__(self, data: SequenceData, batch_size: int, iterations: int, generator: torch.Generator):
+    def __init__(self, data: SequenceData, batch_size: int, iterations: int, generator: torch.Generator,
+                 rank: int = 0, world_size: int = 1):
         check_int("trainer.batch_size", batch_size, 1)
         check_int("iterations", iterations, 0)
+        check_int("world_size", world_size, 1)
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} outside a world of {world_size} processes")
         if len(data) == 0:
             raise ValueError("cannot train on an empty experience")
         self.data = data
         self.batch_size = batch_size
         self.iterations = iterations
         self.generator = generator
+        self.rank, self.world_size = rank, world_size
 
     def __len__(self) -> int:
         return self.iterations
@@ -55,6 +65,6 @@ class ExperienceLoader:
             if start >= n:
                 order = torch.randperm(n, generator=self.generator)
                 start = 0
-            index = order[start : start + self.batch_size]
+            index = shard(order[start : start + self.batch_size], self.rank, self.world_size)
             start += self.batch_size
             yield x[index], y[index], task[index]

@@ -5,6 +5,10 @@ yields exactly the experience's budget of batches (one Lightning epoch), so ``gl
 logged as ``cl/global_iter`` — is monotonic across experiences and one logger run holds the
 whole stream. The run directory receives the tidy results table after every boundary, so an
 interrupted run keeps everything evaluated so far.
+
+Multi-process runs (``trainer.devices > 1``, Lightning ``ddp``): every rank runs this same loop
+(the extra ranks are started by the first ``fit``); rank 0 alone writes the run directory and
+logs, every rank writes its own boundary checkpoint (see ``clplat.distributed``).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import platform
 import signal
 import threading
@@ -34,10 +39,12 @@ from clplat.backbones.base import RecurrentBackbone, count_parameters
 from clplat.checkpointing import latest_checkpoint, load_checkpoint, restore, save_boundary_checkpoint
 from clplat.config import validate_config
 from clplat.data import ExperienceLoader, iterations_for
+from clplat.distributed import barrier, check_ddp_support, launch_rank, lightning_strategy
 from clplat.errors import ConfigError, RunInterrupted, TrainingDiverged, check_int
 from clplat.evaluation.evaluator import ContinualEvaluator
 from clplat.evaluation.metrics import accuracy_matrix, summarize
 from clplat.heads import build_head
+from clplat.logger_guard import guarded_loggers
 from clplat.logging import build_loggers, finish_wandb, log_run_end
 from clplat.module import ContinualModule
 from clplat.progress import StreamProgress
@@ -153,15 +160,23 @@ def run_experiment(cfg: DictConfig, resume: bool = False) -> RunResult:
     quiet_lightning()
     validate_config(cfg)
     run_dir = Path(cfg.run_dir)
+    rank = launch_rank()  # the trainer confirms it below; the extra ranks find rank 0's directory
     if resume:
         check_resumable(run_dir)
-    else:
+    elif rank == 0:
         prepare_run_dir(run_dir)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
     stream = build_stream(cfg)
     strategy = build_strategy(cfg)
     strategy.check_stream(stream)
+    world_size = check_ddp_support(cfg.trainer, strategy)
+    if world_size > 1:
+        if not _hydra_choices() and "LOCAL_RANK" not in os.environ:
+            # Lightning's ddp launcher re-runs sys.argv for the other ranks: that must be clplat-train
+            raise ConfigError("trainer.devices", cfg.trainer.devices, "multi-process runs start from the command "
+                              "line (clplat-train / python -m clplat.train), not from run_experiment in-process")
+        strategy.distribute(rank, world_size)
     T, F = stream.input_shape
     backbone = build_backbone(cfg, input_size=F)
     head = build_head(cfg.head.type, cfg.head.mask_unseen, stream, backbone.out_dim)
@@ -170,29 +185,35 @@ def run_experiment(cfg: DictConfig, resume: bool = False) -> RunResult:
     evaluator = ContinualEvaluator(stream, ev.every_n_iters, ev.subset_size, ev.tasks, ev.batch_size,
                                    ev.initial, seed=cfg.seed)
     progress = StreamProgress.from_config(cfg, evaluator, len(stream))
+    if rank > 0:
+        progress.mode = "quiet"  # rank 0 reports for the run
 
     config = OmegaConf.to_container(cfg, resolve=True)
     digest = config_hash(config)
-    if not resume:
+    if not resume and rank == 0:
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     choices = _hydra_choices()
     run_name = "_".join(filter(None, [choices.get("stream"), choices.get("backbone"), choices.get("strategy")])) or run_dir.name
-    loggers = build_loggers(cfg.logger, run_dir, run_name, config)
+    loggers = guarded_loggers(lambda: build_loggers(cfg.logger, run_dir, run_name, config)) if rank == 0 else []
     tcfg = cfg.trainer
     trainer = L.Trainer(
-        accelerator=tcfg.accelerator, devices=tcfg.devices, precision=tcfg.precision,
+        accelerator=tcfg.accelerator, devices=tcfg.devices, strategy=lightning_strategy(tcfg),
+        precision=tcfg.precision, use_distributed_sampler=False,
         gradient_clip_val=tcfg.gradient_clip_val, deterministic=tcfg.deterministic,
         logger=loggers or False, callbacks=[evaluator, progress], log_every_n_steps=tcfg.log_every_n_steps,
         enable_progress_bar=tcfg.enable_progress_bar, enable_model_summary=False,
         enable_checkpointing=False, num_sanity_val_steps=0, limit_val_batches=0,
         max_epochs=0, default_root_dir=str(run_dir),
     )
+    if (trainer.global_rank, trainer.world_size) != (rank, world_size):
+        raise RuntimeError(f"process is rank {trainer.global_rank} of {trainer.world_size} for Lightning, "
+                           f"rank {rank} of {world_size} for clplat (LOCAL_RANK set by hand?)")
     progress.info(stream.describe())
     progress.info(f"{run_name} -> {run_dir}")
     strategy.setup(module, stream)
     start = 0
-    if resume and (found := latest_checkpoint(run_dir)) is not None:
-        start = restore(trainer, module, load_checkpoint(found[1], digest))
+    if resume and (found := latest_checkpoint(run_dir, rank, world_size)) is not None:
+        start = restore(trainer, module, load_checkpoint(found[1], digest, world_size))
         progress.info(f"resuming after experience {start} (iteration {trainer.global_step}) from {found[1]}")
     online = online_regime(stream)
     if online is not None:
@@ -203,10 +224,14 @@ def run_experiment(cfg: DictConfig, resume: bool = False) -> RunResult:
             for exp in stream.experiences[start:]:
                 _train_experience(trainer, module, strategy, evaluator, exp, tcfg, cfg.seed, online)
                 evaluation = evaluator.evaluate_boundary(trainer, module)
-                evaluator.results.save_csv(run_dir / "metrics.csv")
+                if rank == 0:
+                    evaluator.results.save_csv(run_dir / "metrics.csv")
                 if tcfg.checkpoint:
                     save_boundary_checkpoint(trainer, run_dir, exp.index, {"config_hash": digest})
                 progress.experience_done(exp.index, trainer.global_step, evaluation.accuracies[: exp.index + 1])
+        barrier()  # every rank's last checkpoint is on disk before summary.json says the run finished
+        if rank > 0:
+            return RunResult(run_dir, {})
 
         table = evaluator.results.to_frame()
         R = accuracy_matrix(table, num_tasks=len(stream))
@@ -233,7 +258,8 @@ def run_experiment(cfg: DictConfig, resume: bool = False) -> RunResult:
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False))
         log_run_end(loggers, summary, plots, R.tolist())
     except (TrainingDiverged, RunInterrupted):
-        evaluator.results.save_csv(run_dir / "metrics.csv")  # everything evaluated so far
+        if rank == 0:
+            evaluator.results.save_csv(run_dir / "metrics.csv")  # everything evaluated so far
         raise
     finally:
         progress.close()
@@ -299,7 +325,8 @@ def _train_experience(trainer: L.Trainer, module: ContinualModule, strategy: Str
             iters = iterations_for(len(data), batch_size, tcfg.epochs, tcfg.iterations,
                                    strategy.budget_scale(exp))
     if iters > 0:
-        loader = ExperienceLoader(data, batch_size, iters, seeded_generator(seed, 104729, exp.index))
+        loader = ExperienceLoader(data, batch_size, iters, seeded_generator(seed, 104729, exp.index),
+                                  rank=trainer.global_rank, world_size=trainer.world_size)
         trainer.fit_loop.max_epochs = trainer.current_epoch + 1
         with warnings.catch_warnings():
             # tensors sliced in-process by our own loader: Lightning's worker hints do not apply

@@ -11,6 +11,10 @@ grouped charts average exactly the runs a ``clplat-report`` row averages), and e
 tagged ``strategy:…``, ``stream:…``, ``backbone:…``. At the end a run logs its plots, the
 accuracy matrix, its results row and the tidy evaluation table as W&B tables, and a per-task
 accuracy chart, so the W&B page holds what the run directory holds.
+
+The run wraps these loggers in ``clplat.logger_guard.GuardedLogger``: a logger that fails
+(W&B unreachable, a full disk) costs a warning, never the run; ``log_run_end`` and
+``finish_wandb`` accept wrapped and bare loggers alike.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from typing import Any, Mapping, Sequence
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 
 from clplat.errors import ConfigError, check_choice
+from clplat.logger_guard import GuardedLogger, unwrap
 
 LOGGER_KINDS = ("csv", "wandb", "none")
 WANDB_MODES = ("auto", "online", "offline", "disabled")
@@ -165,8 +170,12 @@ def log_run_end(loggers: list[Logger], summary: Mapping[str, Any], plots: Mappin
     directory), the file every other consumer reads too.
     """
     for logger in loggers:
-        if isinstance(logger, WandbLogger):
-            _log_wandb_run_end(logger, summary, plots, accuracy_matrix)
+        inner = unwrap(logger)
+        if isinstance(inner, WandbLogger):
+            if isinstance(logger, GuardedLogger):
+                logger.call("the end-of-run tables", _log_wandb_run_end, inner, summary, plots, accuracy_matrix)
+            else:
+                _log_wandb_run_end(inner, summary, plots, accuracy_matrix)
         logger.finalize("success")
 
 
@@ -241,7 +250,10 @@ def finish_wandb(loggers: list[Logger], exit_code: int | None = None) -> None:
     if exit_code is None:
         exit_code = 1 if sys.exc_info()[0] is not None else 0
     for logger in loggers:
-        if isinstance(logger, WandbLogger):
+        if isinstance(unwrap(logger), WandbLogger):
             import wandb
 
-            wandb.finish(exit_code=exit_code)
+            if isinstance(logger, GuardedLogger):
+                logger.call("wandb.finish", wandb.finish, exit_code=exit_code)
+            else:
+                wandb.finish(exit_code=exit_code)

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from clplat.backbones.base import RecurrentBackbone
+from clplat.distributed import all_reduce_sum, world
 from clplat.errors import TrainingDiverged
 from clplat.strategy import Batch, Strategy
 
@@ -37,9 +38,13 @@ class ContinualModule(L.LightningModule):
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         self.strategy.before_training_step(batch)
         loss = self.strategy.training_step(batch)
-        if not torch.isfinite(loss):  # a host sync; free on CPU, and a diverged run must stop
+        # a host sync; free on CPU, and a diverged run must stop. Under DDP every rank must stop at
+        # the same step (a rank left waiting in the gradient all-reduce would hang): the summed
+        # loss is non-finite on every rank as soon as one rank's loss is.
+        checked = all_reduce_sum(loss.detach().double().clone()) if world()[1] > 1 else loss.detach()
+        if not torch.isfinite(checked):
             experience = self.strategy.experience.index if self.strategy.experience is not None else 0
-            raise TrainingDiverged(float(loss), self.trainer.global_step + 1, experience)
+            raise TrainingDiverged(float(checked), self.trainer.global_step + 1, experience)
         self.last_loss = loss.detach()
         if self._loss_is_written_now():
             self.log("train/loss", self.last_loss, on_step=True, on_epoch=False, batch_size=batch[0].shape[0])

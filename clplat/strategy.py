@@ -40,11 +40,16 @@ class Strategy:
     supported_scenarios: tuple[Scenario, ...] = tuple(Scenario)
     #: a config key name used in error messages and summaries
     name: str = "strategy"
+    #: whether the method stays correct when each of several DDP ranks trains on its shard of every
+    #: batch (see docs/reliability.md); False refuses ``trainer.devices > 1`` at start-up. A method
+    #: whose state depends on the data it saw must keep that state per rank (``distribute``).
+    supports_ddp: bool = False
 
     def __init__(self) -> None:
         self._module: ContinualModule | None = None
         self._stream: Stream | None = None
         self.experience: Experience | None = None
+        self.rank, self.world_size = 0, 1
 
     # -- wiring ------------------------------------------------------------------------------
     @property
@@ -65,6 +70,14 @@ class Strategy:
             allowed = ", ".join(s.value for s in self.supported_scenarios)
             raise ConfigError("strategy", self.name, f"does not support {stream.scenario.value} streams "
                               f"(stream {stream.name!r}); it supports: {allowed}")
+
+    def distribute(self, rank: int, world_size: int) -> None:
+        """Called before ``setup`` in a multi-process run: this process is ``rank`` of ``world_size``.
+
+        Each rank trains on ``1/world_size`` of every batch; a strategy holding per-sample state
+        (a buffer) sizes and seeds it per rank here.
+        """
+        self.rank, self.world_size = rank, world_size
 
     def setup(self, module: "ContinualModule", stream: Stream) -> None:
         """Called once before the first experience."""
@@ -150,6 +163,15 @@ class ComposedStrategy(Strategy):
     @property
     def parts(self) -> list[Strategy]:
         return [self.base, *self.plugins]
+
+    @property
+    def supports_ddp(self) -> bool:  # type: ignore[override]
+        return all(part.supports_ddp for part in self.parts)
+
+    def distribute(self, rank: int, world_size: int) -> None:
+        super().distribute(rank, world_size)
+        for part in self.parts:
+            part.distribute(rank, world_size)
 
     def check_stream(self, stream: Stream) -> None:
         for part in self.parts:

@@ -120,6 +120,7 @@ def preflight(argv: Sequence[str]) -> None:
     if any(flag in argv for flag in _INSPECT_FLAGS) or args.config_dir or args.config_path:
         return
     from clplat.config import validate_config
+    from clplat.distributed import check_ddp_support
     from clplat.experiment import build_backbone, build_optimizer, build_strategy
 
     try:
@@ -132,7 +133,7 @@ def preflight(argv: Sequence[str]) -> None:
             with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
                 cfg = compose(config_name=args.config_name or "train", overrides=overrides)
             validate_config(cfg)
-            build_strategy(cfg)
+            check_ddp_support(cfg.trainer, build_strategy(cfg))
             build_optimizer(cfg)
             build_backbone(cfg, input_size=1)  # the stream (and its input size) is built by the run
         except ConfigError as err:
@@ -390,7 +391,7 @@ def main() -> None:
     resumed = resume_arguments(argv)
     if resumed is not None:
         sys.argv = [sys.argv[0], *resumed]
-    else:
+    elif os.environ.get("LOCAL_RANK", "0") == "0":  # DDP ranks > 0 rerun rank 0's checked arguments
         preflight(argv)
     _hydra_main()
     import importlib

@@ -7,3 +7,4 @@ class Naive(Strategy):
     """Train on each experience in turn with plain cross-entropy and nothing against forgetting."""
 
     name = "naive"
+    supports_ddp = True  # stateless: DDP's averaged gradients are the single-process gradients

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from clplat.buffers import ReplayBuffer
+from clplat.distributed import split_count
 from clplat.errors import check_int
 from clplat.strategy import Batch, Strategy, seeded_generator
 
@@ -26,6 +27,8 @@ class Replay(Strategy):
     """
 
     name = "replay"
+    #: per-rank buffers: each rank stores (a reservoir of) the stream samples it trained on
+    supports_ddp = True
 
     def __init__(self, buffer_size: int = 500, replay_batch_size: int | None = None,
                  policy: str = "reservoir", seed: int = 0):
@@ -34,6 +37,18 @@ class Replay(Strategy):
         check_int("strategy.replay_batch_size", replay_batch_size, 1, allow_none=True)
         self.buffer = ReplayBuffer(buffer_size, policy, seeded_generator(seed, 1))
         self.replay_batch_size = replay_batch_size
+        self.buffer_size, self.policy, self.seed = buffer_size, policy, seed
+
+    def distribute(self, rank: int, world_size: int) -> None:
+        """Split the memory, not multiply it: rank r keeps its share of ``buffer_size`` slots (its
+        own generator) and draws its share of the replay minibatch, so the ranks together hold
+        and replay as much as one process would."""
+        super().distribute(rank, world_size)
+        capacity = split_count(self.buffer_size, rank, world_size)
+        check_int("strategy.buffer_size", capacity, 1)  # fewer slots than ranks: say so, not a crash
+        self.buffer = ReplayBuffer(capacity, self.policy, seeded_generator(self.seed, 1, rank, world_size))
+        if self.replay_batch_size is not None:
+            self.replay_batch_size = max(1, split_count(self.replay_batch_size, rank, world_size))
 
     def training_step(self, batch: Batch) -> Tensor:
         x, y, task = batch

@@ -14,6 +14,12 @@ affordable if it is cheap, so the evaluator
 Evaluations happen before the first update (``global_iter`` 0), after every ``every_n_iters``-th
 optimizer step, and at every experience boundary (called by the experiment loop after the
 strategy's ``after_experience``, so end-of-task work such as fine-tuning is included).
+
+Under DDP the model is the same on every rank, so each rank evaluates a contiguous 1/world
+slice of the stacked subsets and the per-task sums are all-reduced: the numbers are those of
+one process evaluating everything (same subsets, same model), for 1/world of the compute, and
+every rank holds them (its results store stays identical to rank 0's, which keeps the periodic
+evaluations and the boundary reuse in lock-step). Only rank 0 has loggers.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 
+from clplat.distributed import all_reduce_sum, world
 from clplat.errors import check_choice, check_int
 from clplat.evaluation.results import Evaluation, ResultsStore
 from clplat.stream import Stream
@@ -110,13 +117,16 @@ class ContinualEvaluator(Callback):
         self._to_device(module.device)
         n_tasks = self.num_tasks if self.tasks == "all" else self.experience + 1
         end = self.offsets[n_tasks]
+        rank, world_size = world()
+        share = -(-end // world_size)  # this rank's slice [first, last) of the seen prefix
+        first, last = min(rank * share, end), min((rank + 1) * share, end)
         correct = torch.zeros(n_tasks, device=module.device, dtype=torch.float64)
         loss_sum = torch.zeros(n_tasks, device=module.device, dtype=torch.float64)
         was_training = module.training
         module.eval()
         with torch.inference_mode():
-            for start in range(0, end, self.batch_size):
-                stop = min(start + self.batch_size, end)
+            for start in range(first, last, self.batch_size):
+                stop = min(start + self.batch_size, last)
                 y, group = self.y[start:stop], self.eval_task[start:stop]
                 logits = module.strategy.predict(self.x[start:stop], self.model_task[start:stop])
                 hits = (logits.argmax(dim=1) == y).to(torch.float64)
@@ -124,7 +134,7 @@ class ContinualEvaluator(Callback):
                 loss_sum.index_add_(0, group, F.cross_entropy(logits.float(), y, reduction="none").double())
         module.train(was_training)
         counts = self.counts[:n_tasks]
-        stats = torch.stack([correct, loss_sum]).cpu().tolist()
+        stats = all_reduce_sum(torch.stack([correct, loss_sum])).cpu().tolist()
         evaluation = Evaluation(
             global_iter=trainer.global_step,
             experience=self.experience,
