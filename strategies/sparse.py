@@ -1,0 +1,175 @@
+"""Unit-level sparse connectivity for recurrent backbones (SHARP's rewiring machinery).
+
+SHARP (Gurbuz, Moorman & Dovrolis 2023) reasons about *units* (hidden neurons) and the binary
+connections between them. A recurrent layer has several weight matrices per unit (one row per
+gate), so we map every weight row and column to a unit:
+
+- gated layouts (``nn.GRU`` ``[r|z|n]``, ``nn.LSTM`` ``[i|f|g|o]``, minGRU ``[k|h~]``, minLSTM
+  ``[f|i|h~]``) stack ``gates`` blocks of ``H`` rows, so row ``r`` belongs to unit ``r % H``;
+- a connection is a (source unit, target unit) pair and its mask entry is shared by every gate
+  row of the target unit -- the recurrent analogue of SHARP's channel-wise conv masks (one k x k
+  kernel per in/out channel pair);
+- input-to-hidden matrices connect layer ``l-1`` to layer ``l``; hidden-to-hidden (recurrent)
+  matrices connect layer ``l`` to itself. Matrices fed by the raw input stay dense, as SHARP
+  leaves its first conv unpruned (with one MNIST-1D feature per step, pruning it would cut 60 %
+  of the units off the input).
+
+Masked weights are held at zero by the caller: gradients are multiplied by the mask before the
+optimizer step and weights after it (so momentum or weight decay cannot revive them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from clplat.backbones.base import RecurrentBackbone
+from clplat.backbones.mingru import MinRNNLayer
+from clplat.backbones.recurrent_layer import ResidualBlock
+from clplat.backbones.rnn import _SequenceOnly
+from clplat.errors import ConfigError
+
+SUPPORTED_BACKBONES = "gru, lstm, mingru, minlstm"
+
+
+@dataclass
+class Connection:
+    """A weight matrix ``(gates * H_target, n_source)`` from ``source``'s units into ``target``'s.
+
+    ``source`` is a backbone layer index, or ``None`` for the raw input (kept dense).
+    """
+
+    name: str
+    param: nn.Parameter
+    gates: int
+    target: int
+    source: int | None
+    #: re-initialisation range U(-b, b) of a plastic unit's incoming weights (the layer's default)
+    init_bound: float
+
+
+@dataclass
+class UnitVector:
+    """A per-unit vector ``(gates * H,)`` of layer ``layer`` (bias, norm affine): frozen and
+    re-initialised (to ``reset``) together with its unit."""
+
+    name: str
+    param: nn.Parameter
+    gates: int
+    layer: int
+    reset: float
+
+
+def _linear_parts(prefix: str, linear: nn.Linear, gates: int, target: int,
+                  source: int | None) -> tuple[list[Connection], list[UnitVector]]:
+    vectors = [UnitVector(f"{prefix}.bias", linear.bias, gates, target, 0.0)] if linear.bias is not None else []
+    bound = linear.in_features ** -0.5  # nn.Linear's default init range
+    return [Connection(f"{prefix}.weight", linear.weight, gates, target, source, bound)], vectors
+
+
+def unit_map(backbone: RecurrentBackbone) -> tuple[list[Connection], list[UnitVector]]:
+    """Every weight matrix and per-unit vector of ``backbone``, mapped to units and layers.
+
+    Raises a ``ConfigError`` for a backbone whose parameters have no unit structure we know.
+    """
+    connections: list[Connection] = []
+    vectors: list[UnitVector] = []
+    for l, layer in enumerate(backbone.layers):
+        below = l - 1 if l > 0 else None
+        if isinstance(layer, _SequenceOnly) and isinstance(layer.rnn, (nn.GRU, nn.LSTM)):
+            rnn = layer.rnn
+            if rnn.num_layers != 1 or rnn.bidirectional or getattr(rnn, "proj_size", 0):
+                raise ConfigError("backbone", type(backbone).__name__, "sharp needs one unidirectional layer per module")
+            gates = 3 if isinstance(rnn, nn.GRU) else 4
+            bound = rnn.hidden_size ** -0.5  # torch.nn.RNNBase's default init range
+            connections.append(Connection(f"layers.{l}.rnn.weight_ih_l0", rnn.weight_ih_l0, gates, l, below, bound))
+            connections.append(Connection(f"layers.{l}.rnn.weight_hh_l0", rnn.weight_hh_l0, gates, l, l, bound))
+            if rnn.bias:
+                vectors += [UnitVector(f"layers.{l}.rnn.bias_ih_l0", rnn.bias_ih_l0, gates, l, 0.0),
+                            UnitVector(f"layers.{l}.rnn.bias_hh_l0", rnn.bias_hh_l0, gates, l, 0.0)]
+        elif isinstance(layer, ResidualBlock) and isinstance(layer.cell, MinRNNLayer):
+            # out = u + cell(LayerNorm(u)); u = encoder(x) lives in this layer's units, so for
+            # layer 0 the cell's projection connects the layer to itself.
+            if isinstance(layer.encoder, nn.Linear):
+                c, v = _linear_parts(f"layers.{l}.encoder", layer.encoder, 1, l, below)
+                connections += c
+                vectors += v
+            cell_source = l if isinstance(layer.encoder, nn.Linear) else below
+            c, v = _linear_parts(f"layers.{l}.cell.proj", layer.cell.proj, layer.cell.gates, l, cell_source)
+            connections += c
+            vectors += v
+            vectors += [UnitVector(f"layers.{l}.norm.weight", layer.norm.weight, 1, l, 1.0),
+                        UnitVector(f"layers.{l}.norm.bias", layer.norm.bias, 1, l, 0.0)]
+        elif isinstance(layer, MinRNNLayer):
+            c, v = _linear_parts(f"layers.{l}.proj", layer.proj, layer.gates, l, below)
+            connections += c
+            vectors += v
+        else:
+            raise ConfigError("backbone", type(backbone).__name__,
+                              f"sharp needs per-unit weights it can mask; supported backbones: {SUPPORTED_BACKBONES}")
+    return connections, vectors
+
+
+def random_mask(rows: int, cols: int, density: float, generator: torch.Generator) -> Tensor:
+    """A ``(rows, cols)`` bool mask with exactly ``round(density * rows * cols)`` ones, at random."""
+    n = rows * cols
+    keep = torch.zeros(n, dtype=torch.bool)
+    keep[torch.randperm(n, generator=generator)[: int(round(density * n))]] = True
+    return keep.view(rows, cols)
+
+
+def expand_rows(unit_rows: Tensor, gates: int) -> Tensor:
+    """Per-unit rows ``(H, ...)`` -> per-weight-row ``(gates * H, ...)`` (gate blocks stacked)."""
+    return unit_rows.repeat(gates, *([1] * (unit_rows.dim() - 1)))
+
+
+def drop_and_grow(mask: Tensor, source_types: Tensor, target_types: Tensor,
+                  generator: torch.Generator) -> tuple[Tensor, Tensor, int]:
+    """SHARP's rewiring of one unit-pair mask ``(H_target, n_source)``.
+
+    Drop every connection from a plastic source unit (type 0) into a non-plastic target unit, so
+    stable units only listen to stable units; grow as many new connections, at random among the
+    absent ones into plastic target units (from any source unit). Density is kept exactly unless
+    the plastic targets have fewer free slots than were dropped (then every free slot is used).
+
+    Returns the new mask, the grown entries (their weights must be set to zero) and the number
+    dropped.
+    """
+    drop = mask & (source_types == 0)[None, :] & (target_types != 0)[:, None]
+    n_drop = int(drop.sum())
+    new = mask & ~drop
+    grown = torch.zeros_like(mask)
+    if n_drop == 0:
+        return new, grown, 0
+    free = (~new & (target_types == 0)[:, None]).flatten().nonzero().squeeze(1)
+    chosen = free[torch.randperm(free.numel(), generator=generator)[:n_drop]]
+    grown.view(-1)[chosen] = True
+    return new | grown, grown, n_drop
+
+
+def select_units(activation: Tensor, types: Tensor, percent: float) -> Tensor:
+    """SHARP's unit selection: among plastic and candidate units (types 0 and 1), the most active
+    ones covering ``percent`` % of their summed activation become candidates (1), the rest plastic.
+
+    ``activation`` is a non-negative mean activity per unit; older stable units (types >= 2) keep
+    their type.
+    """
+    types = types.clone()
+    candidates = (types <= 1).nonzero().squeeze(1)
+    if candidates.numel() == 0:
+        return types
+    values = activation[candidates]
+    order = torch.argsort(values, descending=True, stable=True)
+    cumulative = torch.cumsum(values[order], 0)
+    total = float(cumulative[-1])
+    # the first units whose cumulative share reaches percent (the crossing unit included)
+    count = int((cumulative < total * percent / 100.0).sum()) + 1 if total > 0 else 0
+    types[candidates] = 0
+    types[candidates[order[: min(count, candidates.numel())]]] = 1
+    return types
+
+
+__all__ = ["Connection", "UnitVector", "unit_map", "random_mask", "expand_rows", "drop_and_grow", "select_units",
+           "SUPPORTED_BACKBONES"]
