@@ -67,7 +67,9 @@ class ContinualModule(L.LightningModule):
         self.strategy.after_optimizer_step(batch)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return self.optimizer_factory(self.parameters())
+        # a strategy may train parameters other than the module's (hypernet: the generator)
+        optimizer = self.strategy.configure_optimizer(self.optimizer_factory)
+        return optimizer if optimizer is not None else self.optimizer_factory(self.parameters())
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["clplat_strategy"] = self.strategy.state_dict()

@@ -9,6 +9,7 @@ Hook order within one experience::
 
     before_experience(exp)           task start (observe classes, snapshot teachers, ...)
     train_data(exp)                  the data this experience trains on (joint/cumulative change it)
+    configure_optimizer(factory)     at each fit: what is trained (None: the module's parameters)
     repeat: before_training_step(batch)  before the loss is computed (refresh's unlearn step, ...)
             training_step(batch)     the loss (plugins then ``adjust_loss``)
             before_optimizer_step()  gradients ready, step not taken (A-GEM projection, SI, ...)
@@ -18,11 +19,11 @@ Hook order within one experience::
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from clplat.errors import ConfigError
 from clplat.stream import Experience, Scenario, SequenceData, Stream
@@ -95,6 +96,17 @@ class Strategy:
     def budget_scale(self, experience: Experience) -> int:
         """Multiplier of an iteration budget for this experience (joint trains all at once)."""
         return 1
+
+    def configure_optimizer(self, factory: Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+                            ) -> torch.optim.Optimizer | None:
+        """The optimizer Lightning steps in this experience's ``fit`` (``None``: the run's optimizer
+        over all of the module's parameters, the usual case).
+
+        Called at every ``fit``, after the module is on its device. A method whose trained
+        parameters are not the module's (a hypernetwork generates the backbone's weights and is
+        trained instead of them) returns ``factory(its_parameters)`` here.
+        """
+        return None
 
     def before_training_step(self, batch: Batch) -> None:
         """Before the loss of a training step is computed (may change parameters in place, e.g.
@@ -192,6 +204,10 @@ class ComposedStrategy(Strategy):
 
     def budget_scale(self, experience: Experience) -> int:
         return self.base.budget_scale(experience)
+
+    def configure_optimizer(self, factory: Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+                            ) -> torch.optim.Optimizer | None:
+        return self.base.configure_optimizer(factory)  # plugins do not choose what is trained
 
     def before_training_step(self, batch: Batch) -> None:
         for part in self.parts:

@@ -1,0 +1,357 @@
+"""Task-conditioned hypernetworks: the backbone and head are *generated*, one weight set per task.
+
+- von Oswald, Henning, Grewe & Sacramento 2020, "Continual learning with hypernetworks" (ICLR;
+  arXiv:1906.00695; code ``hypercl`` / ``hypnettorch``): a chunked hypernetwork maps a learned
+  task embedding ``e_t`` to all target-network weights; forgetting is prevented by an *output*
+  regularizer that keeps the weights generated for old embeddings where they were at the start
+  of the current task, evaluated after a look-ahead optimizer step.
+- Chandra, Varshney, Srijith & Gupta 2023, "Continual Learning with Dependency Preserving
+  Hypernetworks" (WACV; arXiv:2209.07712): an RNN hypernetwork generates the chunks one after
+  another (``kind: rnn``), optionally growing its hidden layer for each new task.
+- Ortiz, Guttag & Dalca, "Magnitude Invariant Parametrizations Improve Hypernetwork Learning"
+  (ICLR 2024; arXiv:2304.07645): bounded-norm embedding encoding plus a learned base ``theta_0``
+  (``mip: true``).
+
+One training step (von Oswald's ``train.py`` loop, mapped onto Lightning's automatic step)::
+
+    W = hnet(e_t); L_task = CE(target(x; W) masked to task t's classes, y)   # training_step
+    L_task.backward()                                                       # Lightning
+    emb_opt.step()                # e_t sees only the task loss            # before_optimizer_step
+    dTheta = the step theta_opt would take now (detached look-ahead)
+    L_reg = beta / |R| * sum_{j in R} || hnet(e_j; Theta + dTheta) - W*_j ||^2;  L_reg.backward()
+    theta_opt.step()                                                        # Lightning
+
+``W*_j`` (targets) are computed at the start of every task from the hypernetwork as it is then.
+The target network is the run's own backbone + head, called through ``torch.func.functional_call``
+with generated tensors; its registered parameters are only a shape template (and MIP's
+``theta_0`` initialisation) and never trained. The hypernetwork is trained by Lightning's
+optimizer through the ``configure_optimizer`` strategy hook; embeddings by their own Adam.
+
+Prediction: with task ids (task-incremental), each sample uses its task's embedding. Without
+(class-/domain-incremental), every learned embedding is run and the one whose prediction over its
+own task's classes has the lowest entropy is used (HNET+ENT).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Iterable, Sequence
+
+import torch
+from omegaconf import ListConfig
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from clplat.errors import ConfigError, check_choice, check_float, check_int
+from clplat.stream import Experience, Scenario, Stream
+from clplat.strategy import Batch, Strategy, seeded_generator
+
+from .hypernetworks import KINDS, RNNHypernet, TargetSpec, build_hypernet
+
+INFERENCE = ("auto", "given", "entropy")
+#: classes outside the task chosen by entropy get this log-probability: finite, so the
+#: evaluator's loss stays finite when the task is guessed wrong; argmax is unaffected
+OUTSIDE_LOGPROB = math.log(1e-6)
+
+
+def lookahead_delta(optimizer: torch.optim.Optimizer) -> dict[int, Tensor]:
+    """``{id(p): dTheta}``: the update ``optimizer.step()`` would apply with the current gradients.
+
+    von Oswald's ``calc_delta_theta`` replays Adam's update from a copy of its state; so do we,
+    for Adam/AdamW and SGD (momentum, dampening, Nesterov, weight decay). Other optimizers get
+    the plain ``-lr * grad`` (their ``use_sgd_change``). Nothing is modified.
+    """
+    deltas: dict[int, Tensor] = {}
+    with torch.no_grad():
+        for group in optimizer.param_groups:
+            lr, wd = float(group["lr"]), float(group.get("weight_decay", 0.0))
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                g = -p.grad if group.get("maximize", False) else p.grad
+                state = optimizer.state.get(p, {})
+                if isinstance(optimizer, torch.optim.Adam):  # AdamW subclasses Adam in torch >= 2.x
+                    decoupled = isinstance(optimizer, torch.optim.AdamW) or group.get("decoupled_weight_decay", False)
+                    b1, b2 = group["betas"]
+                    step = float(state["step"]) + 1 if "step" in state else 1.0
+                    if wd and not decoupled:
+                        g = g + wd * p
+                    m = b1 * state["exp_avg"] + (1 - b1) * g if "exp_avg" in state else (1 - b1) * g
+                    v = b2 * state["exp_avg_sq"] + (1 - b2) * g * g if "exp_avg_sq" in state else (1 - b2) * g * g
+                    if group.get("amsgrad", False) and "max_exp_avg_sq" in state:
+                        v = torch.maximum(state["max_exp_avg_sq"], v)
+                    denom = (v / (1 - b2**step)).sqrt() + group["eps"]
+                    d = -lr * (m / (1 - b1**step)) / denom
+                    if wd and decoupled:
+                        d = d - lr * wd * p
+                elif isinstance(optimizer, torch.optim.SGD):
+                    if wd:
+                        g = g + wd * p
+                    mom = float(group.get("momentum", 0.0))
+                    if mom:
+                        buf = state.get("momentum_buffer")
+                        buf = g.clone() if buf is None else mom * buf + (1 - float(group["dampening"])) * g
+                        g = g + mom * buf if group.get("nesterov", False) else buf
+                    d = -lr * g
+                else:
+                    d = -lr * g
+                deltas[id(p)] = d.detach()
+    return deltas
+
+
+def lowest_entropy(logits: Tensor) -> tuple[Tensor, Tensor]:
+    """``logits (J, B, C)`` with ``-inf`` outside each candidate's classes -> (chosen index ``(B,)``,
+    log-probabilities of the chosen candidate ``(B, C)``, ``-inf`` outside its classes)."""
+    logp = torch.log_softmax(logits, dim=2)
+    plogp = torch.where(torch.isfinite(logp), logp.exp() * logp, torch.zeros_like(logp))
+    entropy = -plogp.sum(dim=2)  # (J, B)
+    choice = entropy.argmin(dim=0)
+    chosen = logp[choice, torch.arange(logp.shape[1], device=logp.device)]
+    return choice, chosen
+
+
+class Hypernet(Strategy):
+    """A hypernetwork generates backbone + head weights from a learned per-task embedding."""
+
+    name = "hypernet"
+
+    def __init__(self, kind: str = "chunked_mlp", emb_dim: int = 32, chunk_emb_dim: int = 32,
+                 chunk_size: int = 1000, hidden: Sequence[int] = (100, 100), rnn_hidden: int = 64,
+                 grow: int = 0, beta: float = 3.0, lookahead: bool = True, reg_tasks: int | None = None,
+                 lr: float | None = 0.0003, emb_lr: float = 0.02, init_from_previous: bool = False, mip: bool = True,
+                 task_inference: str = "auto", seed: int = 0):
+        super().__init__()
+        check_choice("strategy.kind", kind, KINDS)
+        check_int("strategy.emb_dim", emb_dim, 1)
+        check_int("strategy.chunk_emb_dim", chunk_emb_dim, 1 if kind == "chunked_mlp" else 0)
+        check_int("strategy.chunk_size", chunk_size, 1)
+        if not isinstance(hidden, (list, tuple, ListConfig)):
+            raise ConfigError("strategy.hidden", hidden, "must be a list of layer widths, e.g. [100, 100] ([] for none)")
+        hidden = list(hidden)
+        for width in hidden:
+            check_int("strategy.hidden", width, 1)
+        check_int("strategy.rnn_hidden", rnn_hidden, 1)
+        check_int("strategy.grow", grow, 0)
+        if grow and kind != "rnn":
+            raise ConfigError("strategy.grow", grow, "growth applies to kind=rnn only; use 0 with chunked_mlp")
+        check_float("strategy.beta", beta, 0.0)
+        check_choice("strategy.lookahead", lookahead, (True, False))
+        check_int("strategy.reg_tasks", reg_tasks, 1, allow_none=True)
+        for key, value in (("strategy.lr", lr), ("strategy.emb_lr", emb_lr)):
+            check_float(key, value, 0.0, allow_none=key == "strategy.lr")
+            if value is not None and value <= 0:
+                raise ConfigError(key, value, "must be a number > 0")
+        check_choice("strategy.init_from_previous", init_from_previous, (True, False))
+        check_choice("strategy.mip", mip, (True, False))
+        check_choice("strategy.task_inference", task_inference, INFERENCE)
+        self.kind, self.emb_dim, self.chunk_emb_dim, self.chunk_size = kind, emb_dim, chunk_emb_dim, chunk_size
+        self.hidden, self.rnn_hidden, self.grow = hidden, rnn_hidden, grow
+        self.beta, self.lookahead, self.reg_tasks = float(beta), lookahead, reg_tasks
+        self.lr = None if lr is None else float(lr)
+        self.emb_lr, self.init_from_previous, self.mip = float(emb_lr), init_from_previous, mip
+        self.task_inference = task_inference
+        self.generator = seeded_generator(seed, 29)
+        self.hnet: nn.Module | None = None
+        self.embeddings = nn.ParameterList()
+        self.spec: TargetSpec | None = None
+        self.class_mask: Tensor | None = None
+        self.targets: dict[int, Tensor] = {}  # task id -> flat weights fixed at this task's start
+        self.learned: list[int] = []  # task ids trained so far (the candidates of task inference)
+        self.current: int | None = None
+        self.theta_optimizer: torch.optim.Optimizer | None = None
+        self.emb_optimizer: torch.optim.Optimizer | None = None
+        self._pending_emb_state: dict[str, Any] | None = None
+        self.last_reg = 0.0
+        self._last_reg_tensor: Tensor | None = None
+
+    # -- wiring ------------------------------------------------------------------------------
+    def setup(self, module, stream: Stream) -> None:
+        super().setup(module, stream)
+        if module.strategy is not self:
+            raise ConfigError("plugin", "[...]", "strategy=hypernet takes no plugins (they act on the module's "
+                              "parameters, which a hypernetwork generates instead of training)")
+        if self.task_inference == "auto":
+            self.task_inference = "given" if stream.scenario is Scenario.TASK_INCREMENTAL else "entropy"
+        if self.task_inference == "given" and stream.scenario is not Scenario.TASK_INCREMENTAL:
+            raise ConfigError("strategy.task_inference", "given", f"needs task ids at test time, but stream "
+                              f"{stream.name!r} is {stream.scenario.value}; use auto or entropy")
+        named = [(n, p) for n, p in module.named_parameters()]
+        for _, p in named:
+            p.requires_grad_(False)  # a template: the hypernetwork's output replaces it
+        self.spec = TargetSpec.of(named)
+        template = torch.cat([p.detach().flatten() for _, p in named])
+        self.hnet = build_hypernet(self.kind, self.spec, self.emb_dim, self.chunk_size, self.chunk_emb_dim,
+                                   self.hidden, self.rnn_hidden, self.mip, template)
+        self.hnet.match_output_scale(float(template.std()), self.generator)
+        # von Oswald: task embeddings ~ N(0, 1); one per task id (a task may recur)
+        self.embeddings = nn.ParameterList(
+            [nn.Parameter(torch.randn(self.emb_dim, generator=self.generator)) for _ in range(stream.num_tasks)])
+        mask = torch.zeros(stream.num_tasks, stream.num_classes, dtype=torch.bool)
+        for t, classes in enumerate(stream.task_classes):
+            mask[t, list(classes)] = True
+        self.class_mask = mask
+
+    def _sync_device(self) -> None:
+        """Keep the hypernetwork with the module (moved in place: optimizers keep their params).
+        Called outside inference mode only, so parameters never become inference tensors."""
+        device = next(self.module.parameters()).device
+        if next(self.hnet.parameters()).device != device:
+            self.hnet.to(device)
+            self.embeddings.to(device)
+
+    # -- generation --------------------------------------------------------------------------
+    def generate(self, tasks: Sequence[int]) -> Tensor:
+        """Flat weights ``(len(tasks), N)`` for the given task ids."""
+        return self.hnet(torch.stack([self.embeddings[t] for t in tasks]))
+
+    def target_logits(self, flat: Tensor, x: Tensor, task: Tensor, task_id: int) -> Tensor:
+        """The backbone + head run with ``flat`` weights, logits masked to ``task_id``'s classes."""
+        weights = self.spec.unflatten(flat.to(x.device))
+        logits = functional_call(self.module, weights, (x, task))
+        return logits.masked_fill(~self.class_mask[task_id].to(logits.device), float("-inf"))
+
+    # -- hooks -------------------------------------------------------------------------------
+    def before_experience(self, experience: Experience) -> None:
+        super().before_experience(experience)
+        self._sync_device()
+        t = experience.task_id
+        new_task = t not in self.learned
+        if new_task and self.learned:
+            if isinstance(self.hnet, RNNHypernet) and self.grow:
+                self.hnet.grow(self.grow, self.generator)
+            if self.init_from_previous:
+                with torch.no_grad():
+                    self.embeddings[t].copy_(self.embeddings[self.learned[-1]])
+        previous = [j for j in self.learned if j != t]
+        with torch.no_grad():
+            flat = self.generate(previous) if previous else None
+        self.targets = {j: flat[i].clone() for i, j in enumerate(previous)} if previous else {}
+        if new_task:
+            self.learned.append(t)
+        self.current = t
+
+    def configure_optimizer(self, factory: Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+                            ) -> torch.optim.Optimizer:
+        """Lightning's optimizer trains the hypernetwork; the current embedding gets its own Adam
+        (von Oswald's separate ``emb_optimizer``), both new at every task as in the paper."""
+        self._sync_device()
+        self.theta_optimizer = factory(list(self.hnet.parameters()))
+        if self.lr is not None:  # the run's optimizer type, the hypernetwork's own step size
+            for group in self.theta_optimizer.param_groups:
+                group["lr"] = self.lr
+        self.emb_optimizer = torch.optim.Adam([self.embeddings[self.current]], lr=self.emb_lr)
+        pending = self._pending_emb_state
+        if pending is not None and pending["task"] == self.current:
+            self.emb_optimizer.load_state_dict(pending["state"])
+        self._pending_emb_state = None
+        return self.theta_optimizer
+
+    def training_step(self, batch: Batch) -> Tensor:
+        x, y, task = batch
+        flat = self.hnet(self.embeddings[self.current])
+        return self.criterion(self.target_logits(flat, x, task, self.current), y)
+
+    def regularizer(self, delta: dict[int, Tensor] | None = None) -> Tensor:
+        """``beta / |R| * sum_j ||hnet(e_j; Theta + dTheta) - W*_j||^2`` over previous tasks ``R``
+        (all of them, or ``reg_tasks`` drawn at random each step); ``delta`` is detached."""
+        tasks = sorted(self.targets)
+        if self.reg_tasks is not None and self.reg_tasks < len(tasks):
+            pick = torch.randperm(len(tasks), generator=self.generator)[: self.reg_tasks]
+            tasks = [tasks[i] for i in pick.tolist()]
+        params = {n: p + delta[id(p)] if delta is not None and id(p) in delta else p
+                  for n, p in self.hnet.named_parameters()}
+        embeddings = torch.stack([self.embeddings[j].detach() for j in tasks])
+        out = functional_call(self.hnet, params, (embeddings,))
+        targets = torch.stack([self.targets[j] for j in tasks])
+        return self.beta / len(tasks) * (out - targets).pow(2).sum()
+
+    def before_optimizer_step(self) -> None:
+        """Gradients of the task loss are in place: step the embedding, then add the output
+        regularizer's gradient (at the look-ahead point) before Lightning steps the hypernetwork."""
+        if self.emb_optimizer is not None:
+            self.emb_optimizer.step()
+            self.emb_optimizer.zero_grad(set_to_none=True)
+        if self.beta > 0 and self.targets:
+            delta = lookahead_delta(self.theta_optimizer) if self.lookahead and self.theta_optimizer else None
+            reg = self.regularizer(delta)
+            reg.backward()
+            self._last_reg_tensor = reg.detach()
+
+    def after_experience(self, experience: Experience) -> None:
+        if self._last_reg_tensor is not None:  # one host sync per task, not per step
+            self.last_reg = float(self._last_reg_tensor)
+
+    def predict(self, x: Tensor, task: Tensor) -> Tensor:
+        if self.task_inference == "given":
+            out = x.new_full((x.shape[0], self.stream.num_classes), float("-inf"))
+            ids = task.unique().tolist()
+            flat = self.generate(ids)
+            for i, t in enumerate(ids):
+                rows = task == t
+                out[rows] = self.target_logits(flat[i], x[rows], task[rows], t)
+            return out
+        _, chosen = self.infer_task(x)
+        return torch.where(torch.isfinite(chosen), chosen, torch.full_like(chosen, OUTSIDE_LOGPROB))
+
+    def infer_task(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """HNET+ENT: (task id chosen per sample, its log-probabilities). Candidates are the
+        learned embeddings; a sample's task is the one whose prediction is most confident."""
+        candidates = self.learned or [0]
+        flat = self.generate(candidates)
+        logits = torch.stack([
+            self.target_logits(flat[i], x, torch.full((x.shape[0],), t, dtype=torch.long, device=x.device), t)
+            for i, t in enumerate(candidates)])
+        choice, chosen = lowest_entropy(logits)
+        return torch.tensor(candidates, device=x.device)[choice], chosen
+
+    # -- reporting and checkpoints -----------------------------------------------------------
+    def summary(self) -> dict[str, Any]:
+        hnet_params = sum(p.numel() for p in self.hnet.parameters())
+        out = {
+            "hypernet_kind": self.kind,
+            "hypernet_params": hnet_params,
+            "hypernet_embedding_params": sum(p.numel() for p in self.embeddings),
+            "hypernet_target_params": self.spec.numel,
+            "hypernet_params_per_target_param": round(hnet_params / self.spec.numel, 4),
+            "hypernet_num_chunks": self.hnet.num_chunks,
+            "hypernet_stored_target_floats": sum(t.numel() for t in self.targets.values()),
+            "hypernet_task_inference": self.task_inference,
+            "hypernet_last_reg": self.last_reg,
+        }
+        if isinstance(self.hnet, RNNHypernet):
+            out["hypernet_rnn_hidden"] = self.hnet.hidden_size
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        emb_state = None
+        if self.emb_optimizer is not None:
+            emb_state = {"task": self.current, "state": self.emb_optimizer.state_dict()}
+        return {
+            "hnet": {k: v.detach().cpu().clone() for k, v in self.hnet.state_dict().items()},
+            "rnn_hidden": self.hnet.hidden_size if isinstance(self.hnet, RNNHypernet) else None,
+            "embeddings": torch.stack([e.detach().cpu() for e in self.embeddings]),
+            "targets": {j: t.cpu() for j, t in self.targets.items()},
+            "learned": list(self.learned),
+            "current": self.current,
+            "emb_optimizer": emb_state,
+            "generator": self.generator.get_state(),
+            "last_reg": self.last_reg,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if isinstance(self.hnet, RNNHypernet) and state["rnn_hidden"] is not None:
+            self.hnet.resize(int(state["rnn_hidden"]))
+        self.hnet.load_state_dict(state["hnet"])
+        with torch.no_grad():
+            for e, saved in zip(self.embeddings, state["embeddings"]):
+                e.copy_(saved)
+        device = next(self.hnet.parameters()).device
+        self.targets = {int(j): t.to(device) for j, t in state["targets"].items()}
+        self.learned = [int(j) for j in state["learned"]]
+        self.current = state["current"]
+        self._pending_emb_state = state["emb_optimizer"]
+        self.generator.set_state(state["generator"])
+        self.last_reg = float(state["last_reg"])
+
+
+__all__ = ["Hypernet", "lookahead_delta", "lowest_entropy", "INFERENCE"]
