@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from clplat.train import preflight
 from tests.conftest import TINY
+from tests.helpers import ROOT, run_cli
 
-ROOT = Path(__file__).resolve().parents[1]
 STRATEGIES = ", ".join(sorted(p.stem for p in (ROOT / "conf" / "strategy").glob("*.yaml")))
-
-
-def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "clplat.train", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
 
 
 def test_cli_runs_an_experiment_into_the_hydra_run_dir(tmp_path):

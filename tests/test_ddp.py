@@ -7,9 +7,7 @@ path that must work (see docs/reliability.md for why not ``ddp_spawn``).
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -20,18 +18,11 @@ from clplat.checkpointing import checkpoint_path, latest_checkpoint
 from clplat.data import ExperienceLoader
 from clplat.experiment import build_stream
 from clplat.stream import SequenceData
-from clplat.train import preflight
 from strategies.replay import Replay
 from tests.conftest import TINY, compose_config
+from tests.helpers import preflight_error, run_cli
 
-ROOT = Path(__file__).resolve().parents[1]
 DDP = [*TINY, "trainer=ddp_cpu"]
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "clplat.train", *args], env=env, capture_output=True,
-                          text=True, timeout=300)
 
 
 @pytest.mark.parametrize("args, expected", [
@@ -43,11 +34,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
     (["trainer=ddp_cpu", "trainer.process_group_backend=mpi"], "trainer.process_group_backend='mpi'"),
 ])
 def test_strategies_without_ddp_support_are_refused_at_start_up(args, expected, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        preflight(args)
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and expected in err[0]
+    assert expected in preflight_error(args, capsys)
 
 
 def test_in_process_ddp_is_refused_rather_than_relaunching_the_caller(make_cfg):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 import signal
 import subprocess
 import sys
@@ -15,47 +13,16 @@ from omegaconf import open_dict
 
 from clplat.errors import ConfigError, RunInterrupted, TrainingDiverged
 from clplat.experiment import run_experiment
-from clplat.module import ContinualModule
 from tests.conftest import TINY
-
-ROOT = Path(__file__).resolve().parents[1]
-VOLATILE = ("wall_time_s", "resumed")  # how long and how it ran, not what it computed
-
-
-def comparable(run_dir: Path) -> tuple[str, dict]:
-    summary = json.loads((run_dir / "summary.json").read_text())
-    return (run_dir / "metrics.csv").read_text(), {k: v for k, v in summary.items() if k not in VOLATILE}
-
-
-def interrupt_at(monkeypatch: pytest.MonkeyPatch, iteration: int, error: BaseException) -> None:
-    original = ContinualModule.training_step
-
-    def step(self, batch, batch_idx):
-        if self.trainer.global_step == iteration:
-            raise error
-        return original(self, batch, batch_idx)
-
-    monkeypatch.setattr(ContinualModule, "training_step", step)
+from tests.helpers import assert_resume_matches_uninterrupted, cli_env, comparable, interrupt_at
 
 
 @pytest.mark.parametrize("strategy", ["naive", "joint", "cumulative", "replay", "replay_cb"])
 def test_resume_equals_an_uninterrupted_run(make_cfg, monkeypatch, strategy):
     overrides = ["strategy=replay", "strategy.policy=class_balanced"] if strategy == "replay_cb" else [f"strategy={strategy}"]
     overrides += ["backbone.dropout=0.2", "backbone.num_layers=2"]  # dropout draws from the global RNG
-    reference = make_cfg(*overrides)
-    run_experiment(reference)
-
-    interrupted = make_cfg(*overrides)
     # joint trains only in experience 0 (30 steps): stop inside it; others stop inside experience 2
-    interrupt_at(monkeypatch, 3 if strategy == "joint" else 14, RunInterrupted(signal.SIGTERM))
-    with pytest.raises(RunInterrupted):
-        run_experiment(interrupted)
-    run_dir = Path(interrupted.run_dir)
-    assert (run_dir / "metrics.csv").exists() and not (run_dir / "summary.json").exists()
-    monkeypatch.undo()
-    result = run_experiment(interrupted, resume=True)
-    assert result.summary["resumed"] is True
-    assert comparable(run_dir) == comparable(Path(reference.run_dir))
+    assert_resume_matches_uninterrupted(make_cfg, monkeypatch, overrides, at=3 if strategy == "joint" else 14)
 
 
 def test_resume_refuses_finished_foreign_and_corrupt_runs(make_cfg, monkeypatch):
@@ -101,7 +68,7 @@ def test_nonfinite_loss_stops_and_keeps_results(make_cfg, monkeypatch):
 
 def test_sigkill_then_resume_through_the_cli(tmp_path):
     """A run killed with SIGKILL mid-experience resumes from its last checkpoint via the CLI."""
-    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": str(ROOT)}
+    env = cli_env()
     args = [*TINY, "trainer.iterations=40", "eval.every_n_iters=10"]
     reference, killed = tmp_path / "reference", tmp_path / "killed"
     subprocess.run([sys.executable, "-m", "clplat.train", *args, f"hydra.run.dir={reference}"],
@@ -122,7 +89,7 @@ def test_sigkill_then_resume_through_the_cli(tmp_path):
 
 
 def test_sigterm_saves_and_says_how_to_resume(tmp_path):
-    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": str(ROOT)}
+    env = cli_env()
     run_dir = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "clplat.train", *TINY, "trainer.iterations=200",
                              f"hydra.run.dir={run_dir}"], env=env, stdout=subprocess.PIPE,

@@ -6,14 +6,12 @@ from __future__ import annotations
 import copy
 import json
 import math
-import signal
-from pathlib import Path
 
 import pytest
 import torch
 
 from clplat.backbones import GRUBackbone
-from clplat.errors import ConfigError, RunInterrupted
+from clplat.errors import ConfigError
 from clplat.experiment import run_experiment
 from clplat.heads import SingleHead
 from clplat.module import ContinualModule
@@ -22,9 +20,8 @@ from strategies.hypernet import Hypernet, lookahead_delta, lowest_entropy
 from strategies.hypernetworks import ChunkedMLPHypernet, RNNHypernet, TargetSpec, mip_encode
 from strategies.naive import Naive
 from tests.conftest import TINY
-from tests.test_resume import interrupt_at
+from tests.helpers import assert_resume_matches_uninterrupted, preflight_error, run_cli
 from tests.test_strategies import toy_stream
-from tests.test_strategies_runs import _cli, without_timings
 
 SMALL = dict(emb_dim=4, chunk_emb_dim=4, chunk_size=64, hidden=[16], rnn_hidden=8, lr=0.003, mip=False)
 # tiny runs: a small hypernetwork so the CLI and run tests stay fast
@@ -302,15 +299,7 @@ RESUME = {
 @pytest.mark.parametrize("case", RESUME)
 def test_hypernet_resume_equal_to_an_uninterrupted_run(make_cfg, monkeypatch, case):
     overrides = ["strategy=hypernet", *CHEAP, *RESUME[case], "backbone.dropout=0.2", "backbone.num_layers=2"]
-    reference = make_cfg(*overrides)
-    run_experiment(reference)
-    interrupted = make_cfg(*overrides)
-    interrupt_at(monkeypatch, 14, RunInterrupted(signal.SIGTERM))  # inside experience 2
-    with pytest.raises(RunInterrupted):
-        run_experiment(interrupted)
-    monkeypatch.undo()
-    run_experiment(interrupted, resume=True)
-    assert without_timings(Path(interrupted.run_dir)) == without_timings(Path(reference.run_dir))
+    assert_resume_matches_uninterrupted(make_cfg, monkeypatch, overrides)  # stopped inside experience 2
 
 
 def test_state_dict_round_trip_holds_everything():
@@ -335,7 +324,7 @@ def test_state_dict_round_trip_holds_everything():
 
 def test_cli_runs_hypernet(tmp_path):
     run_dir = tmp_path / "run"
-    done = _cli(*TINY, "trainer.checkpoint=false", "strategy=hypernet", "stream=split_mnist1d_til", *CHEAP,
+    done = run_cli(*TINY, "trainer.checkpoint=false", "strategy=hypernet", "stream=split_mnist1d_til", *CHEAP,
                 f"hydra.run.dir={run_dir}", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -348,10 +337,4 @@ def test_cli_runs_hypernet(tmp_path):
     (["-m", "strategy=hypernet", "strategy.beta=0.01,-1"], "strategy.beta=-1 is not valid"),
 ])
 def test_cli_preflight_refuses_bad_hypernet_values_with_one_line(argv, message, capsys):
-    from clplat.train import preflight
-
-    with pytest.raises(SystemExit) as exit_info:
-        preflight(argv)
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and message in err[0]
+    assert message in preflight_error(argv, capsys)

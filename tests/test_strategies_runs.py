@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from clplat.errors import RunInterrupted
 from clplat.experiment import build_strategy, run_experiment
 from clplat.stream import Scenario
 from tests.conftest import TINY, compose_config
-from tests.test_resume import comparable, interrupt_at
+from tests.helpers import assert_resume_matches_uninterrupted, preflight_error, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,27 +43,10 @@ CASES = {
                         "plugin.fpf.when=every_experience"],
     "naive+fpf_kd": ["strategy=naive", "plugin=[fpf]", "plugin.fpf.loss=kd", *CHEAP["fpf"]],
 }
-TIMING_KEYS = ("fpf_seconds",)  # how long, not what was computed
-
-
-def without_timings(run_dir: Path) -> tuple[str, dict]:
-    metrics, summary = comparable(run_dir)
-    state = {k: v for k, v in summary.get("strategy_state", {}).items() if k not in TIMING_KEYS}
-    return metrics, {**summary, "strategy_state": state}
-
-
 @pytest.mark.parametrize("case", CASES)
 def test_new_strategies_resume_equal_to_an_uninterrupted_run(make_cfg, monkeypatch, case):
     overrides = [*CASES[case], "backbone.dropout=0.2", "backbone.num_layers=2"]  # dropout: global RNG
-    reference = make_cfg(*overrides)
-    run_experiment(reference)
-    interrupted = make_cfg(*overrides)
-    interrupt_at(monkeypatch, 14, RunInterrupted(signal.SIGTERM))  # inside experience 2
-    with pytest.raises(RunInterrupted):
-        run_experiment(interrupted)
-    monkeypatch.undo()
-    run_experiment(interrupted, resume=True)
-    assert without_timings(Path(interrupted.run_dir)) == without_timings(Path(reference.run_dir))
+    assert_resume_matches_uninterrupted(make_cfg, monkeypatch, overrides)  # stopped inside experience 2
 
 
 @pytest.mark.slow
@@ -87,15 +65,9 @@ def test_new_methods_declare_every_scenario(tmp_path):
             assert set(part.supported_scenarios) == set(Scenario), case
 
 
-def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "clplat.train", *args], env=env, cwd=cwd,
-                          capture_output=True, text=True, timeout=900)
-
-
 def test_cli_runs_a_base_with_both_plugins(tmp_path):
     run_dir = tmp_path / "run"
-    done = _cli(*TINY, "trainer.checkpoint=false", "strategy=replay", "plugin=[refresh,fpf]",
+    done = run_cli(*TINY, "trainer.checkpoint=false", "strategy=replay", "plugin=[refresh,fpf]",
                 *CHEAP["refresh"], *CHEAP["fpf"], f"hydra.run.dir={run_dir}", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -111,18 +83,12 @@ def test_cli_runs_a_base_with_both_plugins(tmp_path):
     (["-m", "strategy=der", "strategy.alpha=0.1,-2"], "strategy.alpha=-2 is not valid"),
 ])
 def test_cli_preflight_refuses_bad_values_with_one_line(argv, message, capsys):
-    from clplat.train import preflight
-
-    with pytest.raises(SystemExit) as exit_info:
-        preflight(argv)
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and message in err[0]
+    assert message in preflight_error(argv, capsys)
 
 
 def test_cli_multirun_of_every_new_strategy(tmp_path):
     names = "der,derpp,ewc,ewc_online,si,lwf,agem,power_law,kfpf"
-    done = _cli("-m", *TINY, "trainer.checkpoint=false", f"strategy={names}",
+    done = run_cli("-m", *TINY, "trainer.checkpoint=false", f"strategy={names}",
                 f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     summaries = sorted((tmp_path / "sweep").rglob("summary.json"))

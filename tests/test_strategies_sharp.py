@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from clplat.errors import ConfigError, RunInterrupted
+from clplat.errors import ConfigError
 from clplat.experiment import build_backbone, build_strategy, build_stream, run_experiment
 from clplat.heads import build_head
 from clplat.module import ContinualModule
@@ -20,7 +16,7 @@ from strategies.sharp import SHARP, selection_percent
 from strategies.sharp_memory import dequantize, knn_log_probs, quantize, supcon_loss
 from strategies.sparse import drop_and_grow, expand_rows, random_mask, select_units
 from tests.conftest import TINY, compose_config
-from tests.test_resume import comparable, interrupt_at
+from tests.helpers import assert_resume_matches_uninterrupted, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARP_TINY = ["strategy=sharp", "backbone.num_layers=2", "strategy.phases=3", "strategy.stm_per_class=4",
@@ -206,29 +202,15 @@ def test_sharp_ce_head_option_runs(make_cfg):
 
 def test_sharp_resume_equal_to_an_uninterrupted_run(make_cfg, monkeypatch):
     overrides = [*SHARP_TINY, "backbone.dropout=0.2"]  # dropout: global RNG
-    reference = make_cfg(*overrides)
-    run_experiment(reference)
-    interrupted = make_cfg(*overrides)
-    interrupt_at(monkeypatch, 14, RunInterrupted(signal.SIGTERM))  # inside experience 2
-    with pytest.raises(RunInterrupted):
-        run_experiment(interrupted)
-    monkeypatch.undo()
-    run_experiment(interrupted, resume=True)
-    assert comparable(Path(interrupted.run_dir)) == comparable(Path(reference.run_dir))
-
-
-def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "clplat.train", *args], env=env, cwd=cwd,
-                          capture_output=True, text=True, timeout=600)
+    assert_resume_matches_uninterrupted(make_cfg, monkeypatch, overrides)  # stopped inside experience 2
 
 
 def test_cli_runs_sharp_and_refuses_a_one_layer_backbone(tmp_path):
     run_dir = tmp_path / "run"
-    done = _cli(*TINY, *SHARP_TINY, "trainer.checkpoint=false", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    done = run_cli(*TINY, *SHARP_TINY, "trainer.checkpoint=false", f"hydra.run.dir={run_dir}", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["strategy"] == "sharp" and summary["num_experiences_finished"] == 5
-    refused = _cli(*TINY, "strategy=sharp", "backbone.num_layers=1", f"hydra.run.dir={tmp_path / 'bad'}", cwd=tmp_path)
+    refused = run_cli(*TINY, "strategy=sharp", "backbone.num_layers=1", f"hydra.run.dir={tmp_path / 'bad'}", cwd=tmp_path)
     assert refused.returncode == 2
     assert "strategy.replay_layer=0 is not valid" in refused.stderr.strip().splitlines()[-1]
