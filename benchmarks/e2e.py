@@ -99,9 +99,11 @@ def run_clplat(cfg) -> tuple[float, float]:
     return time.perf_counter() - start, summary["avg_acc"]
 
 
-def run_minimal(cfg, hidden: int, every: int, strategy: str, epochs: int, subset: int) -> tuple[float, float]:
+def run_minimal(cfg, hidden: int, every: int, strategy: str, epochs: int, subset: int,
+                eval_clock: list[float] | None = None) -> tuple[float, float]:
     """The floor: the same arithmetic as clplat (``every=0``: boundary evaluations only), nothing else.
-    Like the other two it starts from the config: generating the data is inside the clock."""
+    Like the other two it starts from the config: generating the data is inside the clock.
+    ``eval_clock`` (one float) accumulates the time spent in evaluation."""
     from clplat.experiment import build_stream
 
     start = time.perf_counter()
@@ -117,6 +119,7 @@ def run_minimal(cfg, hidden: int, every: int, strategy: str, epochs: int, subset
     task_eval = torch.repeat_interleave(torch.arange(len(stream)), sizes)
 
     def evaluate(seen: int) -> list[float]:
+        began = time.perf_counter()
         model.eval()
         with torch.inference_mode():
             end = offsets[seen]
@@ -127,7 +130,10 @@ def run_minimal(cfg, hidden: int, every: int, strategy: str, epochs: int, subset
                 0, task_eval[:end], F.cross_entropy(logits, y, reduction="none").double())  # recorded, as clplat does
             del losses
         model.train()
-        return accs.tolist()
+        accs = accs.tolist()
+        if eval_clock is not None:
+            eval_clock[0] += time.perf_counter() - began
+        return accs
 
     evaluate(1)
     step = 0
