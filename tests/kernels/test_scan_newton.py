@@ -60,3 +60,25 @@ def test_newton_iteration_cap_and_single_step():
     h, info = newton_scan(cell, xp[:, :1], h0, return_info=True)
     torch.testing.assert_close(h[:, 0], cell(h0, xp[:, 0]))
     assert info.iterations <= 2
+
+
+def test_smooth_early_stop_saves_the_confirming_iteration():
+    """``smooth=True`` stops once the quadratic rate predicts a step below tol: same solution, fewer steps."""
+    from clplat.kernels.newton import newton_solve
+
+    W, u, x, h0 = (t.detach() for t in _gru_problem(T=300, dtype=torch.float32))
+    xp = (x @ W).view(2, 300, 3, 8)
+
+    def cell(h, xp_):
+        return diag_gru_cell(h, xp_, u)
+
+    def jac(h, xp_):
+        return diag_gru_jacobian(h, xp_, u)
+
+    plain_h, _, plain = newton_solve(cell, jac, xp, h0, None, 64, 1e-6, "torch")
+    early_h, _, early = newton_solve(cell, jac, xp, h0, None, 64, 1e-6, "torch", smooth=True)
+    assert plain.converged and early.converged
+    assert early.iterations == plain.iterations - 1
+    ref = sequential_rnn_ref(cell, xp, h0)
+    torch.testing.assert_close(early_h, ref, atol=1e-5, rtol=0)
+    torch.testing.assert_close(plain_h, ref, atol=1e-5, rtol=0)
