@@ -36,7 +36,10 @@ _INSPECT_FLAGS = ("--help", "-h", "--hydra-help", "--version", "--cfg", "-c", "-
 
 
 def fail(message: str, code: int = 2) -> None:
-    print(f"clplat: error: {message}", file=sys.stderr, flush=True)
+    """Exit with ``code`` after one ``clplat: error:`` line; under DDP only rank 0 says it (every
+    rank fails alike, and a rank's stderr is the console's)."""
+    if os.environ.get("LOCAL_RANK", "0") == "0":
+        print(f"clplat: error: {message}", file=sys.stderr, flush=True)
     raise SystemExit(code)
 
 

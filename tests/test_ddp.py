@@ -7,6 +7,7 @@ path that must work (see docs/reliability.md for why not ``ddp_spawn``).
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -134,3 +135,17 @@ def test_ddp_replay_resumes_from_the_last_checkpoint_of_every_rank(tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming after experience 4 (iteration 24)" in resumed.stdout
     pd.testing.assert_frame_equal(pd.read_csv(run_dir / "metrics.csv"), table)
+
+
+def test_a_nonfinite_loss_stops_every_rank_at_the_same_step(tmp_path):
+    """Rank 0's and rank 1's losses differ (different shards); the finiteness check sees their sum,
+    so both stop at the same step and neither is left waiting in the gradient all-reduce."""
+    run_dir = tmp_path / "diverged"
+    proc = run_cli(*DDP, "strategy=naive", "optimizer=sgd", "optimizer.lr=1e38", f"hydra.run.dir={run_dir}",
+                   timeout=300)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("clplat: error:")]
+    assert len(errors) == 1, proc.stderr[-3000:]  # said once, by rank 0
+    assert re.search(r"the loss became (nan|inf) at iteration \d+ \(experience 0\)", errors[0]), errors[0]
+    assert str(run_dir) in errors[0]
+    assert (run_dir / "metrics.csv").exists() and not (run_dir / "summary.json").exists()
