@@ -116,10 +116,10 @@ class Hypernet(Strategy):
     name = "hypernet"
 
     def __init__(self, kind: str = "chunked_mlp", emb_dim: int = 32, chunk_emb_dim: int = 32,
-                 chunk_size: int = 1000, hidden: Sequence[int] = (100, 100), rnn_hidden: int = 64,
+                 chunk_size: int = 13000, hidden: Sequence[int] = (100, 100), rnn_hidden: int = 64,
                  grow: int = 0, beta: float = 3.0, lookahead: bool = True, reg_tasks: int | None = None,
-                 lr: float | None = 0.0003, emb_lr: float = 0.02, init_from_previous: bool = False, mip: bool = True,
-                 task_inference: str = "auto", seed: int = 0):
+                 lr: float | None = 0.0003, emb_lr: float = 0.3, init_from_previous: bool = False, mip: bool = True,
+                 mip_encoding: bool | None = False, output_scale: float = 1.0, task_inference: str = "auto", seed: int = 0):
         super().__init__()
         check_choice("strategy.kind", kind, KINDS)
         check_int("strategy.emb_dim", emb_dim, 1)
@@ -143,12 +143,17 @@ class Hypernet(Strategy):
                 raise ConfigError(key, value, "must be a number > 0")
         check_choice("strategy.init_from_previous", init_from_previous, (True, False))
         check_choice("strategy.mip", mip, (True, False))
+        check_choice("strategy.mip_encoding", mip_encoding, (True, False, None))
+        check_float("strategy.output_scale", output_scale, 0.0)
+        if output_scale <= 0:
+            raise ConfigError("strategy.output_scale", output_scale, "must be a number > 0")
         check_choice("strategy.task_inference", task_inference, INFERENCE)
         self.kind, self.emb_dim, self.chunk_emb_dim, self.chunk_size = kind, emb_dim, chunk_emb_dim, chunk_size
         self.hidden, self.rnn_hidden, self.grow = hidden, rnn_hidden, grow
         self.beta, self.lookahead, self.reg_tasks = float(beta), lookahead, reg_tasks
         self.lr = None if lr is None else float(lr)
         self.emb_lr, self.init_from_previous, self.mip = float(emb_lr), init_from_previous, mip
+        self.mip_encoding, self.output_scale = mip_encoding, float(output_scale)
         self.task_inference = task_inference
         self.generator = seeded_generator(seed, 29)
         self.hnet: nn.Module | None = None
@@ -181,8 +186,8 @@ class Hypernet(Strategy):
         self.spec = TargetSpec.of(named)
         template = torch.cat([p.detach().flatten() for _, p in named])
         self.hnet = build_hypernet(self.kind, self.spec, self.emb_dim, self.chunk_size, self.chunk_emb_dim,
-                                   self.hidden, self.rnn_hidden, self.mip, template)
-        self.hnet.match_output_scale(float(template.std()), self.generator)
+                                   self.hidden, self.rnn_hidden, self.mip, template, self.mip_encoding)
+        self.hnet.match_output_scale(self.output_scale * float(template.std()), self.generator)
         # von Oswald: task embeddings ~ N(0, 1); one per task id (a task may recur)
         self.embeddings = nn.ParameterList(
             [nn.Parameter(torch.randn(self.emb_dim, generator=self.generator)) for _ in range(stream.num_tasks)])

@@ -11,9 +11,10 @@ has ``chunk_size`` (not ``N``) units and the hypernetwork can be smaller than it
   chunk generated before it. It can *grow* (:meth:`RNNHypernet.grow`) for a new task.
 
 Both take a batch of embeddings ``(J, d)`` and return ``(J, N)``, so the output regularizer runs
-all previous tasks in one pass. With ``mip=True`` (Ortiz et al., ICLR 2024, "MIP") the embedding
-enters through the bounded encoding :func:`mip_encode` and the output is added to a learned base
-vector ``theta_0`` (initialised with the target network's own initial weights).
+all previous tasks in one pass. With ``mip=True`` (Ortiz et al., ICLR 2024, "MIP") the output is
+added to a learned base vector ``theta_0`` (initialised with the target network's own initial
+weights) and, with ``cossin`` (default: as ``mip``; clplat's strategy default turns it off), the
+embedding enters through the bounded encoding :func:`mip_encode`.
 """
 
 from __future__ import annotations
@@ -70,19 +71,22 @@ def mip_encode(e: Tensor) -> Tensor:
 class _Hypernet(nn.Module, abc.ABC):
     """Shared parts: the embedding encoding, the output trimming and the MIP base ``theta_0``."""
 
-    def __init__(self, spec: TargetSpec, emb_dim: int, chunk_size: int, mip: bool, template: Tensor):
+    def __init__(self, spec: TargetSpec, emb_dim: int, chunk_size: int, mip: bool, template: Tensor,
+                 cossin: bool | None = None):
         super().__init__()
         self.spec, self.emb_dim, self.chunk_size, self.mip = spec, emb_dim, chunk_size, mip
+        # MIP's cos|sin input encoding; None: with mip (cossin=False keeps only MIP's theta_0)
+        self.cossin = mip if cossin is None else cossin
         self.num_chunks = math.ceil(spec.numel / chunk_size)
         # MIP's additive base; without MIP there is none (von Oswald generates the weights outright)
         self.theta0 = nn.Parameter(template.detach().clone()) if mip else None
 
     @property
     def in_dim(self) -> int:
-        return 2 * self.emb_dim if self.mip else self.emb_dim
+        return 2 * self.emb_dim if self.cossin else self.emb_dim
 
     def encode(self, e: Tensor) -> Tensor:
-        return mip_encode(e) if self.mip else e
+        return mip_encode(e) if self.cossin else e
 
     @abc.abstractmethod
     def chunks(self, u: Tensor) -> Tensor:
@@ -130,8 +134,8 @@ class ChunkedMLPHypernet(_Hypernet):
     """``w_k = MLP([enc(e_t), c_k])``, all ``K`` chunks in one batched pass."""
 
     def __init__(self, spec: TargetSpec, emb_dim: int, chunk_size: int, chunk_emb_dim: int,
-                 hidden: Sequence[int], mip: bool, template: Tensor):
-        super().__init__(spec, emb_dim, chunk_size, mip, template)
+                 hidden: Sequence[int], mip: bool, template: Tensor, cossin: bool | None = None):
+        super().__init__(spec, emb_dim, chunk_size, mip, template, cossin)
         self.chunk_emb = nn.Parameter(torch.randn(self.num_chunks, chunk_emb_dim))
         sizes = [self.in_dim + chunk_emb_dim, *hidden]
         self.body = _mlp(sizes)
@@ -157,8 +161,8 @@ class RNNHypernet(_Hypernet):
     """
 
     def __init__(self, spec: TargetSpec, emb_dim: int, chunk_size: int, chunk_emb_dim: int,
-                 hidden_size: int, mip: bool, template: Tensor):
-        super().__init__(spec, emb_dim, chunk_size, mip, template)
+                 hidden_size: int, mip: bool, template: Tensor, cossin: bool | None = None):
+        super().__init__(spec, emb_dim, chunk_size, mip, template, cossin)
         self.chunk_emb = nn.Parameter(torch.randn(self.num_chunks, chunk_emb_dim)) if chunk_emb_dim > 0 else None
         in_size = self.in_dim + chunk_emb_dim
         H = hidden_size
@@ -244,11 +248,12 @@ class RNNHypernet(_Hypernet):
 
 
 def build_hypernet(kind: str, spec: TargetSpec, emb_dim: int, chunk_size: int, chunk_emb_dim: int,
-                   hidden: Sequence[int], rnn_hidden: int, mip: bool, template: Tensor) -> _Hypernet:
+                   hidden: Sequence[int], rnn_hidden: int, mip: bool, template: Tensor,
+                   cossin: bool | None = None) -> _Hypernet:
     if kind == "chunked_mlp":
-        return ChunkedMLPHypernet(spec, emb_dim, chunk_size, chunk_emb_dim, hidden, mip, template)
+        return ChunkedMLPHypernet(spec, emb_dim, chunk_size, chunk_emb_dim, hidden, mip, template, cossin)
     if kind == "rnn":
-        return RNNHypernet(spec, emb_dim, chunk_size, chunk_emb_dim, rnn_hidden, mip, template)
+        return RNNHypernet(spec, emb_dim, chunk_size, chunk_emb_dim, rnn_hidden, mip, template, cossin)
     raise ValueError(f"unknown hypernetwork kind {kind!r}; allowed: {', '.join(KINDS)}")
 
 

@@ -216,6 +216,37 @@ def test_mip_encoding_has_constant_norm_and_output_starts_from_theta0():
     assert torch.equal(strategy.generate([0, 1])[1], template)  # theta(z) = W phi(z) + theta_0
 
 
+def test_mip_without_the_encoding_keeps_theta0_and_feeds_the_raw_embedding():
+    torch.manual_seed(0)
+    strategy = Hypernet(**{**SMALL, "mip": True, "mip_encoding": False})
+    module = wire(strategy)
+    hnet = strategy.hnet
+    template = torch.cat([p.detach().flatten() for p in module.parameters()])
+    assert torch.equal(hnet.theta0.detach(), template)
+    assert hnet.in_dim == SMALL["emb_dim"]  # no cos|sin doubling
+    e = torch.randn(3, SMALL["emb_dim"])
+    assert torch.equal(hnet.encode(e), e)
+    with_enc = Hypernet(**{**SMALL, "mip": True, "mip_encoding": True})
+    wire(with_enc)
+    assert with_enc.hnet.in_dim == 2 * SMALL["emb_dim"] and with_enc.hnet.cossin
+
+
+@pytest.mark.parametrize("mip", [False, True])
+def test_output_scale_sets_the_initial_std_of_the_generated_part(mip):
+    stds = {}
+    for scale in (1.0, 0.1):
+        torch.manual_seed(0)
+        strategy = Hypernet(**{**SMALL, "mip": mip, "output_scale": scale, "seed": 3})
+        module = wire(strategy)
+        template = torch.cat([p.detach().flatten() for p in module.parameters()])
+        with torch.no_grad():
+            flat = strategy.generate([0, 1])
+        part = flat - strategy.hnet.theta0.detach() if mip else flat
+        stds[scale] = float(part.std())
+        assert stds[scale] == pytest.approx(scale * float(template.std()), rel=0.5)
+    assert stds[0.1] == pytest.approx(0.1 * stds[1.0], rel=0.2)
+
+
 def _spec(n: int) -> TargetSpec:
     return TargetSpec(("w",), (torch.Size([n]),))
 
@@ -259,6 +290,7 @@ def test_rnn_growth_preserves_the_generated_weights_and_resize_restores_shapes()
     ({"grow": 4}, "strategy.grow"), ({"beta": -1.0}, "strategy.beta"), ({"emb_lr": 0.0}, "strategy.emb_lr"),
     ({"lr": -0.1}, "strategy.lr"), ({"lookahead": "yes"}, "strategy.lookahead"),
     ({"task_inference": "oracle"}, "strategy.task_inference"), ({"reg_tasks": 0}, "strategy.reg_tasks"),
+    ({"output_scale": 0.0}, "strategy.output_scale"), ({"mip_encoding": "no"}, "strategy.mip_encoding"),
 ])
 def test_bad_values_are_refused_with_the_key(kwargs, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
