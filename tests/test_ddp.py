@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -21,7 +22,7 @@ from clplat.experiment import build_stream
 from clplat.stream import SequenceData
 from strategies.replay import Replay
 from tests.conftest import TINY, compose_config
-from tests.helpers import preflight_error, run_cli
+from tests.helpers import cli_env, preflight_error, run_cli
 
 DDP = [*TINY, "trainer=ddp_cpu"]
 
@@ -149,3 +150,18 @@ def test_a_nonfinite_loss_stops_every_rank_at_the_same_step(tmp_path):
     assert re.search(r"the loss became (nan|inf) at iteration \d+ \(experience 0\)", errors[0]), errors[0]
     assert str(run_dir) in errors[0]
     assert (run_dir / "metrics.csv").exists() and not (run_dir / "summary.json").exists()
+
+
+@pytest.mark.slow  # two more pairs of processes (~20 s); run with `make test-all`
+def test_torchrun_launch_computes_what_lightnings_launcher_does(tmp_path):
+    """torchrun/SLURM-style launch: every process is started from outside with ``LOCAL_RANK``,
+    ``WORLD_SIZE`` and the rendezvous set, so Lightning starts none; the run must be the same."""
+    args = [*DDP, "strategy=replay"]
+    lightning = tmp_path / "lightning"
+    check_ddp_run(run_cli(*args, f"hydra.run.dir={lightning}"), lightning)
+    torchrun = tmp_path / "torchrun"
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           "-m", "clplat.train", *args, f"hydra.run.dir={torchrun}"],
+                          env=cli_env(), capture_output=True, text=True, timeout=600)
+    check_ddp_run(proc, torchrun)
+    assert (torchrun / "metrics.csv").read_text() == (lightning / "metrics.csv").read_text()
