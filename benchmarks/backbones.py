@@ -6,7 +6,8 @@ are built in one process and timed *interleaved* (every repeat runs each model o
 machine load hits all of them alike; the ratios in the JSON are what to read, the absolute times
 move with the load. ``speedup_vs_gru`` > 1 means faster than ``nn.GRU``.
 
-Extra rows: ``indrnn_newton`` (IndRNN's parallel mode; the config default is the step loop),
+Extra rows: ``gru_bptt`` (the same GRU on clplat's hand-written CPU pass, ``benchmarks/gru_bptt.py``
+has its crossover with ``nn.GRU``), ``indrnn_newton`` (IndRNN's parallel mode; the config default is the step loop),
 ``mamba_ref`` (Mamba on the selective scan's sequential ``reference`` backend instead of ``auto``)
 and ``para_gru_seq`` (ParaGRU's sequential mode, the yardstick of its Newton parallel mode).
 Every backbone is built with its class defaults except ``num_layers=1`` (the residual blocks of
@@ -59,7 +60,8 @@ from clplat.backbones.base import count_parameters  # noqa: E402
 
 BATCH, HIDDEN, CLASSES = 32, 128, 10
 FACTORIES: dict[str, Callable[[], nn.Module]] = {
-    "gru": lambda: GRUBackbone(1, HIDDEN),
+    "gru": lambda: GRUBackbone(1, HIDDEN, implementation="torch"),  # nn.GRU: every row's yardstick
+    "gru_bptt": lambda: GRUBackbone(1, HIDDEN, implementation="bptt"),
     "mgu": lambda: MGUBackbone(1, HIDDEN),
     "indrnn": lambda: IndRNNBackbone(1, HIDDEN, mode="sequential"),
     "indrnn_newton": lambda: IndRNNBackbone(1, HIDDEN, mode="parallel"),

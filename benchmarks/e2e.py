@@ -16,6 +16,17 @@ the same machine state):
   tasks only), the same model class, optimizer and data tensors (a benchmark built from them with
   Avalanche's ``class_incremental_benchmark``), an accuracy metric and no loggers.
 
+The minimal loop and Avalanche run without the ``PYTORCH_NVML_BASED_CUDA_CHECK=1`` that importing
+Lightning puts into this process's environment: neither imports Lightning on its own, and under
+that variable every ``optimizer.step()`` of torch 2.14 on a machine without a GPU loads NVML again
+(~0.3 ms per step, see ``clplat.module.skip_graph_capture_check``), a cost they would not pay
+as standalone scripts.
+
+``--gru`` picks the GRU all three run (``backbone.implementation``): ``auto``, clplat's default,
+uses its hand-written CPU pass where that measured faster than ``nn.GRU`` (a GRU-16 training
+batch; GRU-128 at batch 64 stays on ``nn.GRU``), ``torch`` is ``nn.GRU`` everywhere. A faster
+model shrinks everyone's arithmetic, so the same framework overhead becomes a larger ratio.
+
 Prints medians, ratios to the minimal loop and final average accuracy of each, and writes JSON.
 Only the run is timed (imports and data generation are outside the clock). Example::
 
@@ -29,6 +40,7 @@ import contextlib
 import io
 import json
 import math
+import os
 import platform
 import statistics
 import sys
@@ -55,7 +67,7 @@ BUFFER = 500
 
 
 def compose(hidden: int, every: int, strategy: str, epochs: int, subset: int, run_dir: Path,
-            n_experiences: int = 5, plots: bool = False):
+            n_experiences: int = 5, plots: bool = False, gru: str = "auto"):
     """The benchmark's clplat config; ``every=0`` evaluates at the boundaries only."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
@@ -69,15 +81,17 @@ def compose(hidden: int, every: int, strategy: str, epochs: int, subset: int, ru
             f"eval.subset_size={subset}", "logger=none", "trainer.checkpoint=false", "print_summary=false",
             f"plots={plots}", f"stream.n_experiences={n_experiences}",
             f"stream.classes_per_experience={10 // n_experiences}", f"run_dir={run_dir}", "seed=0",
+            f"backbone.implementation={gru}",
         ] + ([f"strategy.buffer_size={BUFFER}"] if strategy == "replay" else []))
 
 
 class Model(nn.Module):
-    """The GRU backbone and the single head, as clplat builds them (one module for Avalanche)."""
+    """The GRU backbone and the single head, as clplat builds them (one module for Avalanche);
+    ``gru`` is ``backbone.implementation``, the same for all three runners."""
 
-    def __init__(self, stream: Stream, hidden: int):
+    def __init__(self, stream: Stream, hidden: int, gru: str = "auto"):
         super().__init__()
-        self.backbone = GRUBackbone(stream.input_shape[1], hidden)
+        self.backbone = GRUBackbone(stream.input_shape[1], hidden, implementation=gru)
         self.head = SingleHead(hidden, stream.num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -88,6 +102,17 @@ def eval_subsets(stream: Stream, subset: int) -> list[torch.Tensor]:
     """The fixed test indices of every task, drawn once (the minimal loop's and Avalanche's)."""
     return [torch.randperm(len(exp.test), generator=torch.Generator().manual_seed(exp.index))[:subset]
             for exp in stream]
+
+
+@contextlib.contextmanager
+def without_lightning_env():
+    """The environment of a script that never imported Lightning (see the module docstring)."""
+    saved = os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
+    try:
+        yield
+    finally:
+        if saved is not None:
+            os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = saved
 
 
 def run_clplat(cfg) -> tuple[float, float]:
@@ -110,7 +135,7 @@ def run_minimal(cfg, hidden: int, every: int, strategy: str, epochs: int, subset
     stream = build_stream(cfg)
     subsets = eval_subsets(stream, subset)
     torch.manual_seed(0)
-    model = Model(stream, hidden)
+    model = Model(stream, hidden, cfg.backbone.implementation)
     buffer = ReplayBuffer(BUFFER, generator=torch.Generator().manual_seed(1)) if strategy == "replay" else None
     x_eval = torch.cat([exp.test.x[idx] for exp, idx in zip(stream, subsets)])
     y_eval = torch.cat([exp.test.y[idx] for exp, idx in zip(stream, subsets)])
@@ -187,7 +212,7 @@ def run_avalanche(cfg, hidden: int, every: int, strategy: str, epochs: int, subs
     stream = build_stream(cfg)
     benchmark = avalanche_benchmark(stream, eval_subsets(stream, subset))
     torch.manual_seed(0)
-    model = Model(stream, hidden)
+    model = Model(stream, hidden, cfg.backbone.implementation)
     evaluator = EvaluationPlugin(accuracy_metrics(experience=True), loggers=[])
     common = dict(model=model, optimizer=torch.optim.Adam(model.parameters(), lr=LR), criterion=nn.CrossEntropyLoss(),
                   train_mb_size=BATCH, train_epochs=epochs, eval_mb_size=4096, evaluator=evaluator,
@@ -205,6 +230,9 @@ def run_avalanche(cfg, hidden: int, every: int, strategy: str, epochs: int, subs
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hidden", type=int, nargs="+", default=[16, 128])
+    parser.add_argument("--gru", nargs="+", default=["auto"], choices=["auto", "torch", "bptt"],
+                        help="backbone.implementation of the GRU all three run: auto (clplat's default: its "
+                             "hand-written CPU pass where faster), torch (nn.GRU)")
     parser.add_argument("--every", type=int, nargs="+", default=[10, 1])
     parser.add_argument("--strategies", nargs="+", default=["naive", "replay"])
     parser.add_argument("--epochs", type=int, default=8, help="passes per experience (13 iterations each)")
@@ -230,21 +258,22 @@ def main() -> None:
         iters = args.epochs * math.ceil(len(stream[0].train) / BATCH)
         print(f"Split MNIST-1D, {len(stream)} experiences, {iters} iterations each, batch {BATCH}, "
               f"{args.subset} eval samples per seen task, {torch.get_num_threads()} threads", flush=True)
-        for hidden in args.hidden:
+        for hidden, gru in [(h, g) for h in args.hidden for g in args.gru]:
             for every in args.every:
                 for strategy in args.strategies:
                     times: dict[str, list[float]] = {name: [] for name in runners}
                     accs: dict[str, float] = {}
                     for rep in range(args.reps):  # interleaved: all runners see the same machine state
                         cfg = compose(hidden, every, strategy, args.epochs, args.subset,
-                                      Path(tmp) / f"r{len(results)}_{rep}", plots=args.plots)
+                                      Path(tmp) / f"r{len(results)}_{rep}", plots=args.plots, gru=gru)
                         for name in runners:
                             if name == "clplat":
                                 seconds, acc = run_clplat(cfg)
                             elif name == "minimal":
-                                seconds, acc = run_minimal(cfg, hidden, every, strategy, args.epochs, args.subset)
+                                with without_lightning_env():
+                                    seconds, acc = run_minimal(cfg, hidden, every, strategy, args.epochs, args.subset)
                             else:
-                                with contextlib.redirect_stdout(io.StringIO()):
+                                with contextlib.redirect_stdout(io.StringIO()), without_lightning_env():
                                     seconds, acc = run_avalanche(cfg, hidden, every, strategy, args.epochs, args.subset)
                             times[name].append(seconds)
                             accs[name] = acc
@@ -252,13 +281,13 @@ def main() -> None:
                     ratios = {name: med[name] / med["minimal"] for name in runners}
                     if "avalanche" in med:
                         ratios["avalanche_over_clplat"] = med["avalanche"] / med["clplat"]
-                    row = {"hidden": hidden, "every_n_iters": every, "strategy": strategy, "median_s": med,
+                    row = {"hidden": hidden, "gru": gru, "every_n_iters": every, "strategy": strategy, "median_s": med,
                            "ratio_to_minimal": ratios, "avg_acc": accs, "times": times}
                     results.append(row)
                     cells = "  ".join(f"{name} {med[name]:6.2f}s ({ratios[name]:.2f}x, acc {accs[name]:.3f})"
                                       for name in runners)
                     extra = f"  avalanche/clplat {ratios['avalanche_over_clplat']:.2f}x" if "avalanche" in med else ""
-                    print(f"GRU-{hidden:<4d} every {every:<3d} {strategy:<7s} {cells}{extra}", flush=True)
+                    print(f"GRU-{hidden:<4d} {gru:5s} every {every:<3d} {strategy:<7s} {cells}{extra}", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     machine = {"threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
                "torch": torch.__version__}

@@ -1,4 +1,4 @@
-"""LSTM and GRU backbones built from single-layer ``torch.nn`` RNNs.
+"""LSTM and GRU backbones: single-layer ``torch.nn`` RNNs stacked (the GRU also has a hand-written CPU pass).
 
 One ``nn.GRU``/``nn.LSTM`` per layer instead of one multi-layer module: the cost is the same (the
 fused multi-layer module also runs layer after layer) and every layer's output sequence becomes
@@ -7,9 +7,14 @@ reachable for activation replay and functional weights.
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from clplat.backbones.base import RecurrentBackbone, check_rnn_args
+from clplat.backbones.gru_bptt import gru_sequence
+from clplat.errors import check_choice
+
+GRU_IMPLEMENTATIONS = ("auto", "torch", "bptt")
 
 
 class _SequenceOnly(nn.Module):
@@ -25,8 +30,35 @@ class _SequenceOnly(nn.Module):
 
 
 class GRULayer(_SequenceOnly):
-    def __init__(self, input_size: int, hidden_size: int):
+    """``nn.GRU``'s parameters, run by ``nn.GRU`` or by the hand-written pass of ``gru_bptt``.
+
+    ``implementation``: ``torch`` always calls ``nn.GRU`` (cuDNN on a GPU); ``bptt`` always the
+    hand-written forward/backward; ``auto`` the hand-written one on the CPU where it measured
+    faster (``benchmarks/gru_bptt.py``, docs/performance.md): for training when
+    ``batch * hidden <= 4096`` (2.3x at 64 x 16, 2.0x at 64 x 32, 1.3-1.4x at 4096; slower above,
+    where its whole-sequence buffers leave the cache), for inference at 16 units or fewer
+    (1.2-1.5x at any batch; about even or slower with more units).
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, implementation: str = "auto"):
+        check_choice("backbone.implementation", implementation, GRU_IMPLEMENTATIONS)
         super().__init__(nn.GRU(input_size, hidden_size, batch_first=True))
+        self.implementation = implementation
+
+    def _hand_written(self, x: Tensor) -> bool:
+        if self.implementation != "auto":
+            return self.implementation == "bptt"
+        if x.device.type != "cpu":
+            return False
+        if torch.is_grad_enabled():
+            return x.shape[0] * self.rnn.hidden_size <= 4096
+        return self.rnn.hidden_size <= 16
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 3 or x.shape[0] * x.shape[1] == 0 or not self._hand_written(x):
+            return super().forward(x)
+        rnn = self.rnn
+        return gru_sequence(x, rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0, rnn.bias_hh_l0)
 
 
 class LSTMLayer(_SequenceOnly):
@@ -35,12 +67,13 @@ class LSTMLayer(_SequenceOnly):
 
 
 class GRUBackbone(RecurrentBackbone):
-    """Stacked GRU (Cho et al. 2014)."""
+    """Stacked GRU (Cho et al. 2014); ``implementation`` as in :class:`GRULayer`."""
 
     def __init__(self, input_size: int, hidden_size: int = 128, num_layers: int = 1,
-                 pooling: str = "last", dropout: float = 0.0):
+                 pooling: str = "last", dropout: float = 0.0, implementation: str = "auto"):
         check_rnn_args(input_size, hidden_size, num_layers)
-        layers = [GRULayer(input_size if i == 0 else hidden_size, hidden_size) for i in range(num_layers)]
+        layers = [GRULayer(input_size if i == 0 else hidden_size, hidden_size, implementation)
+                  for i in range(num_layers)]
         super().__init__(layers, hidden_size, pooling, dropout)
 
 

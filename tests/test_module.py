@@ -1,0 +1,41 @@
+"""ContinualModule details that are not covered by whole runs."""
+
+from __future__ import annotations
+
+import torch
+
+from clplat.backbones import GRUBackbone
+from clplat.heads import SingleHead
+from clplat.module import ContinualModule, skip_graph_capture_check
+from strategies.naive import Naive
+
+
+def test_a_cpu_optimizer_steps_without_asking_for_an_accelerator(monkeypatch):
+    """Under Lightning's NVML-based CUDA check every such question re-loads NVML on a CPU machine."""
+    module = ContinualModule(GRUBackbone(2, 4), SingleHead(4, 3), Naive(), lambda p: torch.optim.Adam(p, lr=0.1))
+    optimizer = module.configure_optimizers()
+    before = [p.detach().clone() for p in module.parameters()]
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("optimizer.step() asked torch.accelerator")
+
+    monkeypatch.setattr(torch.accelerator, "current_accelerator", refuse)
+    module(torch.randn(5, 3, 2)).sum().backward()
+    optimizer.step()
+    assert all(not torch.equal(a, b) for a, b in zip(before, module.parameters()))
+
+
+def test_an_unpatched_optimizer_still_asks(monkeypatch):
+    """The test above would pass vacuously if torch stopped asking; this one notices that."""
+    asked = []
+    original = torch.accelerator.current_accelerator
+    monkeypatch.setattr(torch.accelerator, "current_accelerator", lambda *a, **k: asked.append(1) or original(*a, **k))
+    weight = torch.nn.Parameter(torch.ones(2))
+    optimizer = torch.optim.Adam([weight])
+    weight.sum().backward()
+    optimizer.step()
+    assert asked
+    skip_graph_capture_check(optimizer)
+    asked.clear()
+    optimizer.step()
+    assert not asked
