@@ -39,3 +39,12 @@ def test_an_unpatched_optimizer_still_asks(monkeypatch):
     asked.clear()
     optimizer.step()
     assert not asked
+
+
+def test_lightning_hook_name_bookkeeping_stays_a_plain_attribute():
+    module = ContinualModule(GRUBackbone(2, 4), SingleHead(4, 3), Naive(), lambda p: torch.optim.SGD(p, lr=0.1))
+    module._current_fx_name = "training_step"
+    assert module._current_fx_name == "training_step"
+    module.extra = torch.nn.Linear(2, 2)  # everything else still registers as nn.Module does
+    assert "extra" in dict(module.named_children())
+    assert "_current_fx_name" not in dict(module.named_parameters()) | dict(module.named_buffers())
