@@ -27,7 +27,8 @@ uses its hand-written CPU pass where that measured faster than ``nn.GRU`` (a GRU
 batch; GRU-128 at batch 64 stays on ``nn.GRU``), ``torch`` is ``nn.GRU`` everywhere. A faster
 model shrinks everyone's arithmetic, so the same framework overhead becomes a larger ratio.
 
-Prints medians, ratios to the minimal loop and final average accuracy of each, and writes JSON.
+Prints medians, ratios to the minimal loop and final average accuracy of each, and writes JSON
+(with the medians of the per-repetition ratios too, ``paired_ratio``).
 Only the run is timed (imports and data generation are outside the clock). Example::
 
     python benchmarks/e2e.py --hidden 16 128 --every 10 1 --strategies naive replay --reps 3
@@ -60,6 +61,7 @@ from clplat.backbones import GRUBackbone  # noqa: E402
 from clplat.buffers import ReplayBuffer  # noqa: E402
 from clplat.heads import SingleHead  # noqa: E402
 from clplat.stream import Stream  # noqa: E402
+from clplat.strategy import seeded_generator  # noqa: E402
 
 BATCH = 64
 LR = 0.003
@@ -98,9 +100,9 @@ class Model(nn.Module):
         return self.head(self.backbone(x))
 
 
-def eval_subsets(stream: Stream, subset: int) -> list[torch.Tensor]:
-    """The fixed test indices of every task, drawn once (the minimal loop's and Avalanche's)."""
-    return [torch.randperm(len(exp.test), generator=torch.Generator().manual_seed(exp.index))[:subset]
+def eval_subsets(stream: Stream, subset: int, seed: int) -> list[torch.Tensor]:
+    """The fixed test indices of every task, drawn as clplat's evaluator draws them."""
+    return [torch.randperm(len(exp.test), generator=seeded_generator(seed, 7919, exp.index))[:subset].sort().values
             for exp in stream]
 
 
@@ -128,15 +130,19 @@ def run_minimal(cfg, hidden: int, every: int, strategy: str, epochs: int, subset
                 eval_clock: list[float] | None = None) -> tuple[float, float]:
     """The floor: the same arithmetic as clplat (``every=0``: boundary evaluations only), nothing else.
     Like the other two it starts from the config: generating the data is inside the clock.
+    Every random draw comes from the generator clplat uses for it (initialisation after seeding
+    the global RNG, each experience's batch order, the buffer's sampling, the evaluation subsets),
+    so with the same model the two compute the same numbers and end at the same accuracy.
     ``eval_clock`` (one float) accumulates the time spent in evaluation."""
     from clplat.experiment import build_stream
 
     start = time.perf_counter()
+    seed = cfg.seed
+    torch.manual_seed(seed)
     stream = build_stream(cfg)
-    subsets = eval_subsets(stream, subset)
-    torch.manual_seed(0)
+    subsets = eval_subsets(stream, subset, seed)
     model = Model(stream, hidden, cfg.backbone.implementation)
-    buffer = ReplayBuffer(BUFFER, generator=torch.Generator().manual_seed(1)) if strategy == "replay" else None
+    buffer = ReplayBuffer(BUFFER, generator=seeded_generator(seed, 1)) if strategy == "replay" else None
     x_eval = torch.cat([exp.test.x[idx] for exp, idx in zip(stream, subsets)])
     y_eval = torch.cat([exp.test.y[idx] for exp, idx in zip(stream, subsets)])
     sizes = torch.tensor([len(idx) for idx in subsets])
@@ -165,13 +171,13 @@ def run_minimal(cfg, hidden: int, every: int, strategy: str, epochs: int, subset
     for exp in stream:
         optimizer = torch.optim.Adam(model.parameters(), lr=LR)
         x, y, t = exp.train.x, exp.train.y, exp.train.task
-        gen = torch.Generator().manual_seed(exp.index)
+        gen = seeded_generator(seed, 104729, exp.index)
         for _ in range(epochs):
             order = torch.randperm(len(x), generator=gen)
             for index in order.split(BATCH):
                 xb, yb = x[index], y[index]
                 if buffer is not None and not buffer.is_empty:
-                    memory = buffer.sample(BATCH)
+                    memory = buffer.sample(len(index))
                     xb, yb = torch.cat([xb, memory["x"]]), torch.cat([yb, memory["y"]])
                 loss = F.cross_entropy(model(xb), yb)
                 optimizer.zero_grad(set_to_none=True)
@@ -210,8 +216,8 @@ def run_avalanche(cfg, hidden: int, every: int, strategy: str, epochs: int, subs
 
     start = time.perf_counter()
     stream = build_stream(cfg)
-    benchmark = avalanche_benchmark(stream, eval_subsets(stream, subset))
-    torch.manual_seed(0)
+    benchmark = avalanche_benchmark(stream, eval_subsets(stream, subset, cfg.seed))
+    torch.manual_seed(cfg.seed)
     model = Model(stream, hidden, cfg.backbone.implementation)
     evaluator = EvaluationPlugin(accuracy_metrics(experience=True), loggers=[])
     common = dict(model=model, optimizer=torch.optim.Adam(model.parameters(), lr=LR), criterion=nn.CrossEntropyLoss(),
@@ -225,6 +231,19 @@ def run_avalanche(cfg, hidden: int, every: int, strategy: str, epochs: int, subs
     metrics = cl.evaluator.get_last_metrics()
     accs = [v for key, v in metrics.items() if key.startswith("Top1_Acc_Exp/eval_phase/test_stream")]
     return time.perf_counter() - start, sum(accs) / len(accs)
+
+
+def paired_ratios(times: dict[str, list[float]]) -> dict[str, float]:
+    """Medians of the per-repetition ratios: the runners of one repetition ran back to back, so
+    their ratio cancels slow drifts of the machine that the ratio of medians keeps."""
+    def median_ratio(a: str, b: str) -> float:
+        return statistics.median(x / y for x, y in zip(times[a], times[b]))
+
+    out = {"clplat_over_minimal": median_ratio("clplat", "minimal")}
+    if "avalanche" in times:
+        out["avalanche_over_minimal"] = median_ratio("avalanche", "minimal")
+        out["avalanche_over_clplat"] = median_ratio("avalanche", "clplat")
+    return out
 
 
 def main() -> None:
@@ -282,7 +301,8 @@ def main() -> None:
                     if "avalanche" in med:
                         ratios["avalanche_over_clplat"] = med["avalanche"] / med["clplat"]
                     row = {"hidden": hidden, "gru": gru, "every_n_iters": every, "strategy": strategy, "median_s": med,
-                           "ratio_to_minimal": ratios, "avg_acc": accs, "times": times}
+                           "ratio_to_minimal": ratios, "paired_ratio": paired_ratios(times), "avg_acc": accs,
+                           "times": times}
                     results.append(row)
                     cells = "  ".join(f"{name} {med[name]:6.2f}s ({ratios[name]:.2f}x, acc {accs[name]:.3f})"
                                       for name in runners)

@@ -93,6 +93,11 @@ def test_auto_takes_the_hand_written_pass_where_it_measured_faster():
     assert not _ran_hand_written(GRULayer(1, 128), torch.randn(64, 5, 1))  # 64 x 128 is nn.GRU's
 
 
+def test_auto_leaves_autocast_to_nn_gru():
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not _ran_hand_written(GRULayer(1, 16), torch.randn(8, 5, 1))
+
+
 def test_auto_inference_takes_the_hand_written_pass_at_16_units_only(monkeypatch):
     calls = []
     monkeypatch.setattr("clplat.backbones.rnn.gru_sequence", lambda *a: calls.append(a) or torch.zeros(1))

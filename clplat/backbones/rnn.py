@@ -35,9 +35,9 @@ class GRULayer(_SequenceOnly):
     ``implementation``: ``torch`` always calls ``nn.GRU`` (cuDNN on a GPU); ``bptt`` always the
     hand-written forward/backward; ``auto`` the hand-written one on the CPU where it measured
     faster (``benchmarks/gru_bptt.py``, docs/performance.md): for training when
-    ``batch * hidden <= 4096`` (2.3x at 64 x 16, 2.0x at 64 x 32, 1.3-1.4x at 4096; slower above,
-    where its whole-sequence buffers leave the cache), for inference at 16 units or fewer
-    (1.2-1.5x at any batch; about even or slower with more units).
+    ``batch * hidden <= 4096`` (2.3x at 64 x 16, 2.0x at 64 x 32, 1.3-1.4x for three of four
+    shapes at 4096; slower above, where its whole-sequence buffers leave the cache), for inference
+    at 16 units or fewer (1.2-1.5x at any batch; about even or slower with more units).
     """
 
     def __init__(self, input_size: int, hidden_size: int, implementation: str = "auto"):
@@ -48,8 +48,8 @@ class GRULayer(_SequenceOnly):
     def _hand_written(self, x: Tensor) -> bool:
         if self.implementation != "auto":
             return self.implementation == "bptt"
-        if x.device.type != "cpu":
-            return False
+        if x.device.type != "cpu" or torch.is_autocast_enabled("cpu"):
+            return False  # cuDNN on a GPU; autocast's casting policy is nn.GRU's, not ours
         if torch.is_grad_enabled():
             return x.shape[0] * self.rnn.hidden_size <= 4096
         return self.rnn.hidden_size <= 16
