@@ -44,6 +44,7 @@ class TrainerSchema:
 class EvalSchema:
     every_n_iters: Optional[int] = 10
     subset_size: int = 1000
+    subset_seed: int = 0
     tasks: str = "seen"
     batch_size: int = 4096
     initial: bool = True
@@ -106,6 +107,7 @@ def validate_config(cfg: DictConfig) -> None:
     ev = _typed("eval", cfg.eval)
     check_int("eval.every_n_iters", ev.every_n_iters, 1, allow_none=True)
     check_int("eval.subset_size", ev.subset_size, 1)
+    check_int("eval.subset_seed", ev.subset_seed, 0)
     check_choice("eval.tasks", ev.tasks, TASK_SELECTIONS)
     check_int("eval.batch_size", ev.batch_size, 1)
 

@@ -50,6 +50,7 @@ from clplat.module import ContinualModule
 from clplat.progress import StreamProgress
 from clplat.stream import Stream
 from clplat.strategy import Plugin, Strategy, compose, seeded_generator
+from clplat.strategy_hooks import StrategyHooks
 
 RESULT_FILES = ("metrics.csv", "summary.json", "accuracy_matrix.csv", "config.yaml")
 
@@ -183,7 +184,7 @@ def run_experiment(cfg: DictConfig, resume: bool = False) -> RunResult:
     module = ContinualModule(backbone, head, strategy, build_optimizer(cfg))
     ev = cfg.eval
     evaluator = ContinualEvaluator(stream, ev.every_n_iters, ev.subset_size, ev.tasks, ev.batch_size,
-                                   ev.initial, seed=cfg.seed)
+                                   ev.initial, subset_seed=ev.subset_seed)
     progress = StreamProgress.from_config(cfg, evaluator, len(stream))
     if rank > 0:
         progress.mode = "quiet"  # rank 0 reports for the run
@@ -200,7 +201,8 @@ def run_experiment(cfg: DictConfig, resume: bool = False) -> RunResult:
         accelerator=tcfg.accelerator, devices=tcfg.devices, strategy=lightning_strategy(tcfg),
         precision=tcfg.precision, use_distributed_sampler=False,
         gradient_clip_val=tcfg.gradient_clip_val, deterministic=tcfg.deterministic,
-        logger=loggers or False, callbacks=[evaluator, progress], log_every_n_steps=tcfg.log_every_n_steps,
+        logger=loggers or False, callbacks=[StrategyHooks(), evaluator, progress],  # strategy hooks first
+        log_every_n_steps=tcfg.log_every_n_steps,
         enable_progress_bar=tcfg.enable_progress_bar, enable_model_summary=False,
         enable_checkpointing=False, num_sanity_val_steps=0, limit_val_batches=0,
         max_epochs=0, default_root_dir=str(run_dir),
@@ -239,7 +241,7 @@ def run_experiment(cfg: DictConfig, resume: bool = False) -> RunResult:
                    header=",".join(f"task_{j}" for j in range(len(stream))), comments="")
         plots = save_run_plots(table, run_dir) if cfg.get("plots", True) else {}
         summary = {
-            **summarize(table),
+            **summarize(table, scenario=stream.scenario.value),
             "strategy": strategy.name,
             "stream": stream.name,
             "scenario": stream.scenario.value,

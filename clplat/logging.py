@@ -180,7 +180,7 @@ def log_run_end(loggers: list[Logger], summary: Mapping[str, Any], plots: Mappin
 
 
 _RESULT_KEYS = ("avg_acc", "forgetting", "bwt", "fwt", "min_acc", "wc_acc", "wf10", "sg_depth_mean",
-                "sg_recovery_iters_mean", "global_iters", "wall_time_s")
+                "sg_transient_mean", "sg_permanent_mean", "sg_recovery_iters_mean", "global_iters", "wall_time_s")
 
 
 def _log_wandb_run_end(logger: WandbLogger, summary: Mapping[str, Any], plots: Mapping[str, Path],

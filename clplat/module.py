@@ -1,7 +1,10 @@
 """``ContinualModule``: the LightningModule that holds backbone, head and strategy.
 
 Training steps and predictions are delegated to the strategy, so methods that train or predict
-differently plug in without special cases here. The optimizer is a factory (a Hydra
+differently plug in without special cases here. The strategy's optimizer-step hooks are run by
+the ``clplat.strategy_hooks.StrategyHooks`` callback, not by this module: Lightning calls the
+module's batch-end hook after every callback's, which would let the evaluator score the model
+before the strategy's post-step work. The optimizer is a factory (a Hydra
 ``_partial_`` config) because Lightning re-creates optimizers at every ``fit``, i.e. at every
 experience.
 """
@@ -84,12 +87,6 @@ class ContinualModule(L.LightningModule):
         """
         trainer = self.trainer
         return bool(trainer.loggers) and (trainer.global_step + 1) % trainer.log_every_n_steps == 0
-
-    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        self.strategy.before_optimizer_step()
-
-    def on_train_batch_end(self, outputs: Any, batch: Batch, batch_idx: int) -> None:
-        self.strategy.after_optimizer_step(batch)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         # a strategy may train parameters other than the module's (hypernet: the generator)

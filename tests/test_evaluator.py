@@ -21,9 +21,9 @@ def make(stream, **kwargs):
 
 def test_subsets_are_fixed_seeded_and_capped():
     stream = toy_stream(n_exp=3, per_exp=8)
-    _, a = make(stream, subset_size=5, seed=1)
-    _, b = make(stream, subset_size=5, seed=1)
-    _, c = make(stream, subset_size=5, seed=2)
+    _, a = make(stream, subset_size=5, subset_seed=1)
+    _, b = make(stream, subset_size=5, subset_seed=1)
+    _, c = make(stream, subset_size=5, subset_seed=2)
     assert a.subset_indices == b.subset_indices != c.subset_indices
     assert a.counts == [5, 5, 5] and a.offsets == [0, 5, 10, 15]
     _, big = make(stream, subset_size=100)
@@ -36,7 +36,7 @@ def test_evaluation_counts_match_a_per_task_reference():
     module, ev = make(stream, subset_size=6, batch_size=4, tasks="all")  # batches straddle tasks
     trainer = SimpleNamespace(global_step=7, loggers=[])
     ev.begin_experience(1)
-    result = ev._evaluate(trainer, module)
+    result = ev._score(trainer, module)
     module.eval()
     for k, exp in enumerate(stream):
         idx = torch.tensor(ev.subset_indices[k])
@@ -53,7 +53,7 @@ def test_seen_tasks_are_a_prefix_and_training_mode_is_restored():
     module, ev = make(stream, subset_size=4)
     module.train()
     ev.begin_experience(1)
-    result = ev._evaluate(SimpleNamespace(global_step=3, loggers=[]), module)
+    result = ev._score(SimpleNamespace(global_step=3, loggers=[]), module)
     assert len(result.correct) == 2 and module.training
 
 
@@ -66,7 +66,7 @@ def test_cadence_initial_and_boundary_dedup():
     for step in range(1, 7):
         trainer.global_step = step
         ev.on_train_batch_end(trainer, module, None, None, step - 1)
-    ev.evaluate_boundary(trainer, module)  # step 6 was just evaluated: reuse it
+    ev.evaluate_boundary(trainer, module)  # step 6 was just evaluated, same model: that row is the boundary
     ev.begin_experience(1)
     ev.evaluate_boundary(trainer, module)  # same step, next experience (no training): a new one
     table = ev.results.to_frame()
@@ -77,9 +77,53 @@ def test_cadence_initial_and_boundary_dedup():
     assert len(ev.results) == 4
 
 
+def test_boundary_after_end_of_experience_work_is_a_row_of_its_own():
+    """A strategy that changes the model after the last step (fine-tuning, rehearsal) gets a
+    boundary row of the changed model; the periodic row of the same step stays, before it."""
+    stream = toy_stream(n_exp=2)
+    module, ev = make(stream, every_n_iters=2, subset_size=8)
+    trainer = SimpleNamespace(global_step=2, loggers=[])
+    ev.on_train_batch_end(trainer, module, None, None, 1)
+    before = ev.results.last
+    with torch.no_grad():  # the "after_experience" work: a head that now predicts class 0 only
+        module.head.linear.weight.zero_()
+        module.head.linear.bias.copy_(-torch.arange(float(stream.num_classes)))
+    boundary = ev.evaluate_boundary(trainer, module)
+    assert boundary is not before and boundary.boundary and not before.boundary
+    assert [e.global_iter for e in ev.results.evaluations] == [2, 2]
+    exp = stream[0]
+    idx = torch.tensor(ev.subset_indices[0])
+    assert boundary.correct == [int((exp.test.y[idx] == 0).sum())]
+
+
+def test_chance_is_the_mean_inverse_number_of_predictable_classes():
+    stream = toy_stream(n_exp=3)  # 6 classes, single unmasked head: chance 1/6 everywhere
+    module, ev = make(stream, subset_size=4, tasks="all")
+    assert ev._score(SimpleNamespace(global_step=0, loggers=[]), module).chance == pytest.approx([1 / 6] * 3)
+    module.head.mask_unseen = True
+    module.head.observe_classes([0, 1, 2, 3])  # 4 classes predictable
+    assert ev._score(SimpleNamespace(global_step=0, loggers=[]), module).chance == pytest.approx([1 / 4] * 3)
+
+
+def test_subsets_do_not_depend_on_the_run_seed(tmp_path):
+    from clplat.experiment import run_experiment
+    from tests.conftest import TINY, compose_config
+
+    def subsets(seed: int) -> list[list[int]]:
+        cfg = compose_config([*TINY, "strategy=naive", f"seed={seed}", "plots=false", "trainer.iterations=1"],
+                             tmp_path / f"seed{seed}")
+        run_experiment(cfg)
+        ckpt = torch.load(tmp_path / f"seed{seed}" / "checkpoints" / "exp_4.ckpt", weights_only=False)
+        return next(v for k, v in ckpt["callbacks"].items() if "ContinualEvaluator" in k)["subset_indices"]
+
+    assert subsets(0) == subsets(1)
+
+
 def test_bad_evaluator_arguments():
     stream = toy_stream()
     with pytest.raises(ConfigError, match="eval.every_n_iters"):
         ContinualEvaluator(stream, every_n_iters=0)
     with pytest.raises(ConfigError, match="eval.tasks"):
         ContinualEvaluator(stream, tasks="future")
+    with pytest.raises(ConfigError, match="eval.subset_seed"):
+        ContinualEvaluator(stream, subset_seed=-1)

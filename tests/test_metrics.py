@@ -23,12 +23,14 @@ from clplat.evaluation.metrics import (
     forgetting,
     forward_transfer,
     gap_statistics,
+    gap_tolerance,
     initial_accuracies,
     json_ready,
     max_windowed_change,
     min_acc,
     min_acc_curve,
     prepare_table,
+    split_drop,
     stability_gap,
     stability_gap_summary,
     summarize,
@@ -300,10 +302,10 @@ def test_windowed_forgetting_previous_tasks_only() -> None:
     #   window 10: 0.80 - 0.30 = 0.50
     # task 1 (iter >= 8): 0.90, 0.70, 0.85 -> lag-1 0.20, -0.15 ; lag-2 0.05 -> 0.20 (both windows)
     # WF^3 = (0.40 + 0.20) / 2 = 0.30 ; WF^10 = (0.50 + 0.20) / 2 = 0.35
-    per_task = windowed_forgetting_per_task(RUN, window=3)
+    per_task = windowed_forgetting_per_task(RUN, window=3, include_current=False)
     assert per_task.to_dict() == pytest.approx({0: 0.40, 1: 0.20})
-    assert windowed_forgetting(RUN, window=3) == pytest.approx(0.30)
-    assert windowed_forgetting(RUN, window=10) == pytest.approx(0.35)
+    assert windowed_forgetting(RUN, window=3, include_current=False) == pytest.approx(0.30)
+    assert windowed_forgetting(RUN, window=10, include_current=False) == pytest.approx(0.35)
 
 
 def test_windowed_forgetting_including_current_task() -> None:
@@ -311,21 +313,25 @@ def test_windowed_forgetting_including_current_task() -> None:
     # task 0: 0.10, 0.50, 0.80, 0.40, 0.60, 0.30, 0.65 -> window 3: max(0.80-0.40, 0.80-0.60, 0.60-0.30) = 0.40
     # task 1: 0.50, 0.90, 0.70, 0.85 -> 0.90 - 0.70 = 0.20
     # task 2: 0.60, 0.95 -> only a rise -> 0
-    # WF^3 = (0.40 + 0.20 + 0.0) / 3 = 0.20
+    # WF^3 = (0.40 + 0.20 + 0.0) / 3 = 0.20   (De Lange et al.'s average: the default)
+    assert windowed_forgetting(RUN, window=3) == pytest.approx(0.20)
     assert windowed_forgetting(RUN, window=3, include_current=True) == pytest.approx(0.20)
 
 
 def test_windowed_plasticity() -> None:
     # task 0 (iter >= 4): 0.80, 0.40, 0.60, 0.30, 0.65 -> rises: 0.20, 0.35 (lag 1), 0.05 (lag 2) -> 0.35
     # task 1 (iter >= 8): 0.90, 0.70, 0.85 -> 0.15 ; WP^3 = (0.35 + 0.15) / 2 = 0.25
-    assert windowed_plasticity(RUN, window=3) == pytest.approx(0.25)
+    assert windowed_plasticity(RUN, window=3, include_current=False) == pytest.approx(0.25)
+    # every tracked task (default): task 0 0.10, 0.50, 0.80, 0.40, 0.60, 0.30, 0.65 -> lag 2 0.10 -> 0.80: 0.70
+    # task 1 0.50, 0.90, 0.70, 0.85 -> 0.40 ; task 2 0.60, 0.95 -> 0.35 ; WP^3 = 1.45 / 3
+    assert windowed_plasticity(RUN, window=3) == pytest.approx(1.45 / 3)
 
 
 def test_windowed_forgetting_single_experience_is_nan() -> None:
     single = RUN.loc[RUN["experience"] == 0]
-    assert math.isnan(windowed_forgetting(single, window=3))
-    # the official choice still has the current task: 0.10, 0.50, 0.80 only rises -> 0
-    assert windowed_forgetting(single, window=3, include_current=True) == 0.0
+    assert math.isnan(windowed_forgetting(single, window=3, include_current=False))
+    # the paper's average still has the current task: 0.10, 0.50, 0.80 only rises -> 0
+    assert windowed_forgetting(single, window=3) == 0.0
 
 
 # --------------------------------------------------------------------------------------------
@@ -347,7 +353,7 @@ GAP_RUN = make_table(
 
 
 def test_stability_gap_dip_and_recovery() -> None:
-    gaps = stability_gap(GAP_RUN)
+    gaps = stability_gap(GAP_RUN, tolerance=0.01)
     assert list(gaps.columns) == list(GAP_COLUMNS)
     assert len(gaps) == 1  # one boundary, one previous task (task 1 is current: not a row)
     row = gaps.iloc[0]
@@ -359,7 +365,16 @@ def test_stability_gap_dip_and_recovery() -> None:
     assert bool(row["has_gap"]) and bool(row["recovered"])
     assert row["recovery_iters"] == 7
     assert row["acc_at_end"] == pytest.approx(0.90)
+    assert row["transient"] == pytest.approx(0.60) and row["permanent"] == 0.0  # all of it won back
     assert row["n_evals"] == 10
+    assert row["tolerance"] == 0.01 and not row["at_chance"] and math.isnan(row["chance"])  # no chance column
+
+
+def test_stability_gap_default_tolerance_is_two_standard_errors() -> None:
+    # p = 0.90 on n = 100: 2 * sqrt(0.9 * 0.1 / 100) = 0.06 ; back within (>= 0.84) at iter 11 -> 6
+    row = stability_gap(GAP_RUN).iloc[0]
+    assert row["tolerance"] == pytest.approx(0.06)
+    assert row["recovery_iters"] == 6
 
 
 def test_stability_gap_tolerance_changes_recovery() -> None:
@@ -373,7 +388,7 @@ def test_stability_gap_on_dense_run() -> None:
     # boundary 0->1 (t=4): task 0 from 0.80: 0.40 (+2), 0.60 (+4) -> depth 0.40 at +2, never >= 0.79
     # boundary 1->2 (t=8): task 0 from 0.60: 0.30 (+2), 0.65 (+4) -> depth 0.30 at +2, recovered at +4
     #                      task 1 from 0.90: 0.70 (+2), 0.85 (+4) -> depth 0.20 at +2, 0.85 < 0.89: not
-    gaps = stability_gap(RUN)
+    gaps = stability_gap(RUN, tolerance=0.01)
     assert gaps[["experience", "task"]].to_numpy().tolist() == [[1, 0], [2, 0], [2, 1]]
     np.testing.assert_allclose(gaps["depth"], [0.40, 0.30, 0.20])
     np.testing.assert_allclose(gaps["iter_of_min"], [2, 2, 2])
@@ -385,23 +400,72 @@ def test_stability_gap_on_dense_run() -> None:
 
 def test_stability_gap_summary() -> None:
     # depths 0.40, 0.30, 0.20 -> mean 0.30, max 0.40 ; 3 gaps, 1 recovered (after 4 iterations)
-    s = stability_gap_summary(RUN)
+    s = stability_gap_summary(RUN, tolerance=0.01)
     assert s["depth_mean"] == pytest.approx(0.30)
     assert s["depth_max"] == pytest.approx(0.40)
     assert s["recovery_iters_mean"] == pytest.approx(4.0)
     assert s["recovered_frac"] == pytest.approx(1 / 3)
     assert (s["n_cases"], s["n_gaps"]) == (3, 3)
+    # ends 0.60 (from 0.80), 0.65 (from 0.60), 0.85 (from 0.90): permanent 0.20, 0, 0.05 ;
+    # transient = depth - permanent = 0.20, 0.30, 0.15
+    assert s["permanent_mean"] == pytest.approx(0.25 / 3) and s["transient_mean"] == pytest.approx(0.65 / 3)
+
+
+def test_stability_gap_summary_with_standard_error_tolerance() -> None:
+    # tolerances: task 0 from 0.80 -> 2 * 0.04 = 0.08 ; task 0 from 0.60 -> 2 * sqrt(0.0024) = 0.098 ;
+    # task 1 from 0.90 -> 0.06: 0.85 >= 0.84 now counts as recovered at +4
+    gaps = stability_gap(RUN)
+    np.testing.assert_allclose(gaps["tolerance"], [0.08, 2 * math.sqrt(0.0024), 0.06])
+    np.testing.assert_allclose(gaps["recovery_iters"], [np.nan, 4, 4], equal_nan=True)
+    s = stability_gap_summary(RUN)
+    assert s["recovered_frac"] == pytest.approx(2 / 3) and s["recovery_iters_mean"] == pytest.approx(4.0)
+
+
+def test_gap_tolerance_scales_with_the_standard_error_and_never_drops_below_one_sample() -> None:
+    assert gap_tolerance(0.9, 100) == pytest.approx(0.06)  # 2 * sqrt(0.09 / 100)
+    assert gap_tolerance(0.5, 1000) == pytest.approx(2 * math.sqrt(0.25 / 1000))  # 0.0316
+    assert gap_tolerance(1.0, 200) == pytest.approx(1 / 200)  # SE 0: one sample
+    assert gap_tolerance(0.9, 100, se_multiplier=1.0) == pytest.approx(0.03)
+    with pytest.raises(ValueError):
+        gap_tolerance(0.5, 0)
+
+
+def test_split_drop_into_transient_and_permanent() -> None:
+    assert split_drop(0.90, 0.30, 0.85) == pytest.approx((0.55, 0.05))  # depth 0.60
+    assert split_drop(0.90, 0.30, 0.95) == pytest.approx((0.60, 0.0))  # ends above the boundary value
+    assert split_drop(0.90, 0.95, 0.95) == (0.0, 0.0)  # no drop at all
+    assert all(math.isnan(v) for v in split_drop(0.9, 0.3, math.nan))
+
+
+def test_tasks_at_chance_at_the_boundary_are_left_out() -> None:
+    # class-IL naive: task 0 at 0.00 when experience 1 ends (chance 1/4): it cannot drop further,
+    # and its flat curve during experience 2 must not count as a stable, gap-free case.
+    table = make_table([
+        (0, 0, 0, 0.5, False), (2, 0, 0, 0.95, True),
+        (3, 1, 0, 0.30, False), (3, 1, 1, 0.50, False), (4, 1, 0, 0.00, True), (4, 1, 1, 0.90, True),
+        (5, 2, 0, 0.00, False), (5, 2, 1, 0.20, False), (5, 2, 2, 0.5, False),
+        (6, 2, 0, 0.00, True), (6, 2, 1, 0.00, True), (6, 2, 2, 0.95, True),
+    ])
+    table["chance"] = np.where(table["experience"] == 0, 0.5, np.where(table["experience"] == 1, 0.25, 1 / 6))
+    gaps = stability_gap(table)
+    assert gaps["at_chance"].tolist() == [False, True, False]  # (1, 0), (2, 0), (2, 1)
+    s = stability_gap_summary(table)
+    # kept: task 0 into exp 1 (0.95 -> 0.00: depth 0.95, all permanent) and task 1 into exp 2
+    # (0.90 -> 0.00: depth 0.90, all permanent)
+    assert s["n_at_chance"] == 1 and s["n_cases"] == 2
+    assert s["depth_mean"] == pytest.approx(0.925) and s["permanent_mean"] == pytest.approx(0.925)
+    assert s["transient_mean"] == 0.0
 
 
 def test_gap_statistics_without_gap_and_recovery_before_min() -> None:
     # depth 0.50 - 0.495 = 0.005 <= 0.01: no gap, nothing to recover from
-    s = gap_statistics([1, 2, 3], [0.52, 0.495, 0.51], 0.50)
+    s = gap_statistics([1, 2, 3], [0.52, 0.495, 0.51], 0.50, tolerance=0.01)
     assert not s["has_gap"] and s["recovered"] and s["recovery_iters"] == 0.0
     assert s["depth"] == pytest.approx(0.005) and s["iter_of_min"] == 2
     # accuracy above the boundary value never dips: depth clipped at 0
-    assert gap_statistics([1], [0.7], 0.5)["depth"] == 0.0
+    assert gap_statistics([1], [0.7], 0.5, tolerance=0.01)["depth"] == 0.0
     # within tolerance before the minimum does not count as recovery
-    s = gap_statistics([1, 2, 3], [0.95, 0.30, 0.50], 0.90)
+    s = gap_statistics([1, 2, 3], [0.95, 0.30, 0.50], 0.90, tolerance=0.01)
     assert s["has_gap"] and not s["recovered"] and math.isnan(s["recovery_iters"])
 
 
@@ -447,11 +511,16 @@ def test_summarize_values_and_json() -> None:
     assert s["forgetting"] == pytest.approx(0.10)
     assert s["fwt"] is None  # seen-task evaluation only
     assert s["min_acc"] == pytest.approx(0.50) and s["wc_acc"] == pytest.approx(0.65)
-    assert s["wf3"] == pytest.approx(0.30) and s["wf10"] == pytest.approx(0.35)
-    assert s["wp3"] == pytest.approx(0.25)
+    # WF^w/WP^w as De Lange et al. average them (every tracked task): WF^3 0.20 (above), WF^10:
+    # task 0 0.80 - 0.30, task 1 0.90 - 0.70, task 2 0 -> 0.70 / 3 ; WP^3 1.45 / 3
+    assert s["wf3"] == pytest.approx(0.20) and s["wf10"] == pytest.approx(0.70 / 3)
+    assert s["wp3"] == pytest.approx(1.45 / 3)
+    # the finished-tasks variant under its own name
+    assert s["wf3_finished_tasks"] == pytest.approx(0.30) and s["wf10_finished_tasks"] == pytest.approx(0.35)
+    assert s["wp3_finished_tasks"] == pytest.approx(0.25)
     assert s["sg_depth_mean"] == pytest.approx(0.30) and s["sg_depth_max"] == pytest.approx(0.40)
     assert s["sg_recovery_iters_mean"] == pytest.approx(4.0) and s["sg_n_gaps"] == 3
-    assert s["wf_include_current"] is False and s["num_tasks"] == 3
+    assert s["sg_tolerance"] == "2 standard errors, at least 1/n" and s["num_tasks"] == 3
     assert s["num_evaluations"] == 7 and s["final_global_iter"] == 12
     json.dumps(s, allow_nan=False)
 
@@ -463,14 +532,21 @@ def test_summarize_default_keys_and_single_experience() -> None:
         assert key in s
     assert s["avg_acc"] == pytest.approx(0.80) and s["wc_acc"] == pytest.approx(0.80)
     assert s["bwt"] is None and s["forgetting"] is None and s["min_acc"] is None
-    assert s["wf10"] is None and s["sg_depth_mean"] is None
+    assert s["wf10"] == 0.0 and s["wf10_finished_tasks"] is None and s["sg_depth_mean"] is None
     json.dumps(s, allow_nan=False)
 
 
 def test_summarize_with_future_tasks_has_fwt() -> None:
     s = summarize(table_from_matrix(R3, B3))
-    assert s["fwt"] == pytest.approx(0.025)
+    assert s["fwt"] == pytest.approx(0.025) and "fwt_undefined" not in s
+    assert summarize(table_from_matrix(R3, B3), scenario="task_incremental")["fwt"] == pytest.approx(0.025)
     assert s["bwt"] == pytest.approx(-0.175) and s["forgetting"] == pytest.approx(0.20)
+
+
+def test_fwt_is_undefined_in_class_incremental_streams() -> None:
+    s = summarize(table_from_matrix(R3, B3), scenario="class_incremental")
+    assert s["fwt"] is None and "negative by construction" in s["fwt_undefined"]
+    json.dumps(s, allow_nan=False)
 
 
 def test_json_ready() -> None:

@@ -82,13 +82,48 @@ def test_stability_gap_figure_has_one_panel_per_boundary() -> None:
     assert sum(ax.axison for ax in fig.axes) == 3  # boundaries 0->1, 1->2, 2->3
 
 
-def test_zoom_extent() -> None:
-    # experience of 40 iterations, min at +5, evaluated every iteration:
-    # after = max(0.25*40, 1.5*5, 5*1) = 10 ; before = 10/4 = 2.5
-    assert zoom_extent(40, 80, 5.0, 1.0) == (37.5, 50.0)
-    # sparse evaluation every 10 iterations: after = max(10, 7.5, 50) = 50 capped at 40
+def test_zoom_extent_reaches_the_end_of_the_next_experience() -> None:
+    # experience 40 -> 80 evaluated every iteration: after = 40 ; before = max(40/10, 1) = 4
+    assert zoom_extent(40, 80, 5.0, 1.0) == (36.0, 80.0)
+    # sparse evaluation every 10 iterations: before = max(4, 10) = 10
     assert zoom_extent(40, 80, 5.0, 10.0) == (30.0, 80.0)
-    assert zoom_extent(40, None, float("nan"), 1.0, zoom_iters=8) == (38.0, 48.0)
+    # stopped mid-experience: after = max(1.5*5, 5*1) = 7.5, before = 1
+    assert zoom_extent(40, None, 5.0, 1.0) == (39.0, 47.5)
+    assert zoom_extent(40, None, float("nan"), 1.0, zoom_iters=8) == (39.0, 48.0)
+
+
+def test_fitted_ylim_shows_small_gaps_and_stays_in_range() -> None:
+    from clplat.analysis.plots import fitted_ylim
+
+    lo, hi = fitted_ylim(np.array([0.90, 0.95, np.nan]))  # a 5-point task-IL gap fills the axis
+    assert lo == pytest.approx(0.90 - 0.004) and hi == pytest.approx(0.95 + 0.004)
+    assert fitted_ylim(np.array([0.0, 1.0])) == (-0.02, 1.02)
+    lo, hi = fitted_ylim(np.array([0.5, 0.5]))  # a flat curve: at least 5 points around it
+    assert hi - lo == pytest.approx(0.05) and lo < 0.5 < hi
+    assert fitted_ylim(np.array([])) == (-0.02, 1.02)
+
+
+def test_stability_gap_marks_only_real_drops_and_fades_tasks_at_chance() -> None:
+    from matplotlib.lines import Line2D
+
+    table = synthetic_table(num_exp=3, all_tasks=False)
+    table["chance"] = 0.5
+    flat = (table["eval_task"] == 1) & (table["experience"] == 2)  # task 1 never drops: no marker
+    table.loc[flat, "correct"] = 178
+    table.loc[flat, "accuracy"] = 0.89
+    fig = stability_gap_figure(table)
+    panel = fig.axes[1]  # boundary 1 -> 2: tasks 0 (gap) and 1 (flat)
+    markers = [line for line in panel.get_lines() if line.get_marker() == "v"]
+    assert len(markers) == 1 and markers[0].get_color() == panel.get_lines()[0].get_color()
+    # a task at chance at the boundary: dashed, faint, named in the figure legend
+    table.loc[(table["eval_task"] == 0), "chance"] = 0.95
+    fig = stability_gap_figure(table)
+    dashed = [line for line in fig.axes[0].get_lines() if line.get_linestyle() == "--" and line.get_alpha() == 0.45]
+    assert len(dashed) == 1 and not any(line.get_marker() == "v" for line in fig.axes[0].get_lines())
+    labels = [text.get_text() for text in fig.legends[0].get_texts()]
+    assert "at chance at the boundary (left out)" in labels and "task 0" in labels
+    assert all(isinstance(h, Line2D) for h in fig.legends[0].legend_handles)
+    assert all(ax.get_legend() is None for ax in fig.axes)  # no legend over a panel
 
 
 def test_load_run_round_trip(tmp_path) -> None:

@@ -16,6 +16,7 @@ import pandas as pd
 from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 from clplat.evaluation.metrics import (
@@ -31,13 +32,29 @@ PLOT_FILES: tuple[str, ...] = ("forgetting_curves.png", "stability_gap.png", "ac
 
 DEFAULT_DPI = 100
 _MARKER_MAX_POINTS = 40  # draw point markers only when a curve is sparse enough to read them
-_LEGEND_MAX_TASKS = 6  # per-panel legend in the stability-gap figure (colours match the curves plot)
+_MIN_Y_SPAN = 0.05  # the narrowest accuracy range an axis shows (5 points)
 
 
 def task_color(task: int, num_tasks: int) -> tuple[float, float, float, float]:
     """One stable colour per task, the same in every plot of a run (tab10, tab20 beyond 10)."""
     cmap = colormaps["tab10" if num_tasks <= 10 else "tab20"]
     return cmap(task % cmap.N)
+
+
+def fitted_ylim(values: np.ndarray, min_span: float = _MIN_Y_SPAN) -> tuple[float, float]:
+    """An accuracy range fitted to ``values``: a task-IL gap of a few points is invisible on a
+    0-1 axis. Padded by 8 % of the span, at least ``min_span`` wide, kept inside [-0.02, 1.02]."""
+    v = np.asarray(values, dtype=float)
+    v = v[~np.isnan(v)]
+    if v.size == 0:
+        return -0.02, 1.02
+    lo, hi = float(v.min()), float(v.max())
+    pad = 0.08 * max(hi - lo, min_span)
+    lo, hi = lo - pad, hi + pad
+    if hi - lo < min_span:
+        middle = (lo + hi) / 2
+        lo, hi = middle - min_span / 2, middle + min_span / 2
+    return max(lo, -0.02), min(hi, 1.02)
 
 
 def _draw_boundaries(ax: Axes, ends: pd.Series, label: bool = True) -> None:
@@ -49,8 +66,9 @@ def _draw_boundaries(ax: Axes, ends: pd.Series, label: bool = True) -> None:
 def forgetting_curves_figure(table: pd.DataFrame) -> Figure:
     """Accuracy of every evaluated task against ``global_iter``; dashed lines at boundaries.
 
-    Evaluations of a task before it is trained (``eval.tasks=all``) are drawn dotted and faint so
-    forgetting and forward transfer are not read from the same line style.
+    Evaluations of a task before it is trained (``eval.tasks=all``) are drawn thin, dotted and
+    faint, without markers, and named in the legend, so they cannot be taken for a learned task's
+    curve. The accuracy axis is fitted to the data.
     """
     t = prepare_table(table)
     fig = Figure(figsize=(9.0, 4.5), layout="constrained")
@@ -64,13 +82,13 @@ def forgetting_curves_figure(table: pd.DataFrame) -> Figure:
         ax.plot(seen["global_iter"], seen["accuracy"], color=color, lw=1.3, marker=marker, ms=3,
                 label=f"task {task}")
         if len(future):
-            ax.plot(future["global_iter"], future["accuracy"], color=color, lw=0.8, ls=":", alpha=0.6)
+            ax.plot(future["global_iter"], future["accuracy"], color=color, lw=0.7, ls=":", alpha=0.35)
     if (t["experience"] < t["eval_task"]).any():
-        ax.plot([], [], color="0.4", lw=0.8, ls=":", label="before its training")
+        ax.plot([], [], color="0.4", lw=0.7, ls=":", alpha=0.6, label="not yet trained")
     _draw_boundaries(ax, boundary_iters(t))
     ax.set_xlabel("global iteration")
     ax.set_ylabel("accuracy")
-    ax.set_ylim(-0.02, 1.02)
+    ax.set_ylim(*fitted_ylim(t["accuracy"].to_numpy()))
     ax.set_title("Accuracy per task during training")
     ax.grid(alpha=0.3)
     if len(t):  # outside the axes: never hides a curve, and avoids the slow loc="best" search
@@ -82,23 +100,22 @@ def zoom_extent(
     boundary_iter: int, next_boundary_iter: int | None, iter_of_min: float, eval_spacing: float,
     zoom_iters: int | None = None,
 ) -> tuple[float, float]:
-    """x-range around a boundary: long enough to show the dip and start of recovery, short
-    enough that a per-iteration gap is not squeezed into a few pixels.
+    """x-range around a boundary: from a little before it to the end of the next experience, so
+    the dip, the recovery and what is left at the end (permanent forgetting) are all in view.
 
-    Default span after the boundary: the largest of a quarter of the experience, 1.5x the
-    iteration of the deepest point, and 5 evaluation intervals; capped at the experience end.
-    A quarter of that span (at least one evaluation interval) is shown before the boundary, for
-    the pre-boundary level.
+    Without the next boundary (a run stopped mid-experience) the span after the boundary is the
+    larger of 1.5x the iteration of the deepest point and 5 evaluation intervals. ``zoom_iters``
+    sets the span instead (a closer look at a per-iteration gap). A tenth of the span (at least
+    one evaluation interval) is shown before the boundary, for the pre-boundary level.
     """
-    length = (next_boundary_iter - boundary_iter) if next_boundary_iter is not None else None
     if zoom_iters is not None:
         after = float(zoom_iters)
+    elif next_boundary_iter is not None:
+        after = float(next_boundary_iter - boundary_iter)
     else:
         deepest = 0.0 if math.isnan(iter_of_min) else iter_of_min
-        after = max(0.25 * (length or 0), 1.5 * deepest, 5 * eval_spacing, 1.0)
-        if length:
-            after = min(after, float(length))
-    before = max(after / 4.0, eval_spacing)
+        after = max(1.5 * deepest, 5 * eval_spacing, 1.0)
+    before = max(after / 10.0, eval_spacing)
     return boundary_iter - before, boundary_iter + after
 
 
@@ -124,13 +141,15 @@ def pick_panels(items: list[int], max_panels: int) -> list[int]:
 
 def stability_gap_figure(
     table: pd.DataFrame,
-    tolerance: float = DEFAULT_TOLERANCE,
+    tolerance: float | None = DEFAULT_TOLERANCE,
     zoom_iters: int | None = None,
     max_panels: int = 9,
 ) -> Figure:
     """One subplot per task boundary (at most ``max_panels``, evenly spread): previous tasks'
-    accuracy around it, deepest point marked (triangle) and recovery point marked (circle) as
-    defined by :func:`stability_gap`."""
+    accuracy from just before the boundary to the end of the next experience, the deepest point
+    marked (triangle) and the recovery point (circle) where :func:`stability_gap` finds a gap.
+    Tasks already at chance at the boundary (left out of the gap metrics) are drawn dashed and
+    faint. Each panel's accuracy axis is fitted to its curves; one legend beside the panels."""
     t = prepare_table(table)
     ends = boundary_iters(t)
     gaps = stability_gap(t, tolerance)
@@ -139,10 +158,11 @@ def stability_gap_figure(
     T = int(max(t["eval_task"].max(), t["experience"].max())) + 1 if len(t) else 0
     ncols = max(1, min(len(ks), 3))
     nrows = max(1, math.ceil(len(ks) / ncols))
-    width, height = 4.2 * ncols, 3.2 * nrows + 0.4
+    legend_width = 1.3  # inches right of the panels: a legend there never hides a curve
+    width, height = 4.2 * ncols + legend_width, 3.2 * nrows + 0.4
     fig = Figure(figsize=(width, height))
     # Fixed margins in inches: constrained layout doubles the save time of a many-panel figure.
-    fig.subplots_adjust(left=0.6 / width, right=1 - 0.15 / width, bottom=0.5 / height,
+    fig.subplots_adjust(left=0.6 / width, right=1 - (0.15 + legend_width) / width, bottom=0.5 / height,
                         top=1 - 0.75 / height, wspace=0.3, hspace=0.55)
     if not ks:
         ax = fig.add_subplot()
@@ -150,6 +170,7 @@ def stability_gap_figure(
         ax.set_axis_off()
         return fig
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    handles: dict[str, object] = {}
     for ax, k in zip(axes, ks):
         rows = gaps.loc[gaps["experience"] == k]
         t_b = int(ends[k - 1])
@@ -158,13 +179,24 @@ def stability_gap_figure(
             _median_spacing(t.loc[t["experience"] == k, "global_iter"].to_numpy()), zoom_iters,
         )
         window = t.loc[(t["global_iter"] >= lo) & (t["global_iter"] <= hi)]
+        shown = []
         for _, r in rows.iterrows():
             task = int(r["task"])
             color = task_color(task, T)
             g = window.loc[window["eval_task"] == task]
-            ax.plot(g["global_iter"], g["accuracy"], color=color, lw=1.2, label=f"task {task}")
+            shown.append(g["accuracy"].to_numpy())
+            if bool(r["at_chance"]):
+                line, = ax.plot(g["global_iter"], g["accuracy"], color=color, lw=0.8, ls="--", alpha=0.45)
+                handles.setdefault(f"task {task}", line)
+                handles.setdefault("at chance at the boundary (left out)",
+                                   Line2D([], [], color="0.4", lw=0.8, ls="--", alpha=0.45))
+                continue
+            line, = ax.plot(g["global_iter"], g["accuracy"], color=color, lw=1.2)
+            handles.setdefault(f"task {task}", line)
+            if not bool(r["has_gap"]):
+                continue  # no drop beyond the tolerance: nothing to mark
             ax.plot(t_b + r["iter_of_min"], r["min_acc"], marker="v", color=color, ms=7, ls="none")
-            if bool(r["has_gap"]) and bool(r["recovered"]):
+            if bool(r["recovered"]):
                 rec_x = t_b + r["recovery_iters"]
                 rec_y = g.loc[g["global_iter"] == rec_x, "accuracy"]
                 if len(rec_y):
@@ -172,13 +204,15 @@ def stability_gap_figure(
         ax.axvline(t_b, color="0.5", ls="--", lw=0.8)
         ax.set_xlim(lo, hi)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylim(-0.02, 1.02)
+        ax.set_ylim(*fitted_ylim(np.concatenate(shown) if shown else np.array([])))
         ax.set_title(f"experience {k - 1} \u2192 {k} (iter {t_b})", fontsize="medium")
         ax.set_xlabel("global iteration")
         ax.set_ylabel("accuracy")
         ax.grid(alpha=0.3)
-        if len(rows) <= _LEGEND_MAX_TASKS:  # beyond that the legend hides the curves
-            ax.legend(fontsize="x-small", loc="lower right")
+    ordered = sorted(handles, key=lambda name: (not name.startswith("task "), int(name.split()[1])
+                                                if name.startswith("task ") else 0))
+    fig.legend([handles[name] for name in ordered], ordered, loc="upper right", fontsize="small",
+               ncols=max(1, math.ceil(len(ordered) / 24)), bbox_to_anchor=(1.0, 1 - 0.75 / height))
     for ax in axes[len(ks):]:
         ax.set_axis_off()
     shown = "" if len(ks) == len(all_ks) else f" ({len(ks)} of {len(all_ks)} boundaries)"
@@ -210,7 +244,7 @@ def accuracy_matrix_figure(table: pd.DataFrame) -> Figure:
 
 
 def save_run_plots(
-    table: pd.DataFrame, out_dir: str | Path, dpi: int = DEFAULT_DPI, tolerance: float = DEFAULT_TOLERANCE
+    table: pd.DataFrame, out_dir: str | Path, dpi: int = DEFAULT_DPI, tolerance: float | None = DEFAULT_TOLERANCE
 ) -> dict[str, Path]:
     """Write the standard run plots into ``out_dir`` and return their paths by file name."""
     out = Path(out_dir)
@@ -233,6 +267,7 @@ __all__ = [
     "PLOT_FILES",
     "DEFAULT_DPI",
     "task_color",
+    "fitted_ylim",
     "forgetting_curves_figure",
     "zoom_extent",
     "pick_panels",

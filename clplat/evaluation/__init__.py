@@ -1,7 +1,9 @@
 """Continual evaluation: metrics computed as pure functions of the results table."""
 
 from clplat.evaluation.metrics import (
+    DEFAULT_SE_MULTIPLIER,
     DEFAULT_TOLERANCE,
+    FWT_UNDEFINED,
     GAP_COLUMNS,
     TABLE_COLUMNS,
     accuracy_matrix,
@@ -12,6 +14,7 @@ from clplat.evaluation.metrics import (
     forgetting,
     forward_transfer,
     gap_statistics,
+    gap_tolerance,
     infer_num_tasks,
     initial_accuracies,
     json_ready,
@@ -19,6 +22,7 @@ from clplat.evaluation.metrics import (
     min_acc,
     min_acc_curve,
     prepare_table,
+    split_drop,
     stability_gap,
     stability_gap_summary,
     summarize,
@@ -31,7 +35,9 @@ from clplat.evaluation.metrics import (
 )
 
 __all__ = [
+    "DEFAULT_SE_MULTIPLIER",
     "DEFAULT_TOLERANCE",
+    "FWT_UNDEFINED",
     "GAP_COLUMNS",
     "TABLE_COLUMNS",
     "accuracy_matrix",
@@ -42,6 +48,7 @@ __all__ = [
     "forgetting",
     "forward_transfer",
     "gap_statistics",
+    "gap_tolerance",
     "infer_num_tasks",
     "initial_accuracies",
     "json_ready",
@@ -49,6 +56,7 @@ __all__ = [
     "min_acc",
     "min_acc_curve",
     "prepare_table",
+    "split_drop",
     "stability_gap",
     "stability_gap_summary",
     "summarize",

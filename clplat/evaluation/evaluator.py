@@ -5,21 +5,33 @@ after a boundary; end-of-task evaluation never sees it. Evaluating every few ite
 affordable if it is cheap, so the evaluator
 
 - draws a **fixed, seeded** test subset per task once (a subset redrawn at every evaluation adds
-  sampling noise that biases min-ACC down and WF^w up),
+  sampling noise that biases min-ACC down and WF^w up), from ``eval.subset_seed`` and not the
+  run seed, so runs with different seeds are scored on the same samples and compare pairwise,
 - stacks all subsets, in task order, into one tensor on the model's device, so "the seen tasks"
   are a prefix of it,
 - evaluates that prefix in large batches under ``inference_mode`` and reduces per task with
   ``index_add_``, with a single host synchronisation per evaluation.
 
 Evaluations happen before the first update (``global_iter`` 0), after every ``every_n_iters``-th
-optimizer step, and at every experience boundary (called by the experiment loop after the
-strategy's ``after_experience``, so end-of-task work such as fine-tuning is included).
+optimizer step, and at every experience boundary. Each describes the model that exists then:
+
+- a periodic evaluation runs after every hook of its step (``StrategyHooks`` runs the strategy's
+  post-step hook before this callback);
+- the boundary evaluation is called by the experiment loop after the strategy's
+  ``after_experience`` and always scores the model afresh, so end-of-task work (fine-tuning,
+  rehearsal, masks) is included whatever the cadence. When the periodic evaluation of the same
+  step scored exactly the same, that row becomes the boundary row; otherwise both are kept, in
+  time order (before and after the end-of-experience work).
 
 Under DDP the model is the same on every rank, so each rank evaluates a contiguous 1/world
 slice of the stacked subsets and the per-task sums are all-reduced: the numbers are those of
 one process evaluating everything (same subsets, same model), for 1/world of the compute, and
-every rank holds them (its results store stays identical to rank 0's, which keeps the periodic
-evaluations and the boundary reuse in lock-step). Only rank 0 has loggers.
+every rank holds them (its results store stays identical to rank 0's). Only rank 0 has loggers.
+
+Each row also records the task's chance level: the mean over its samples of ``1 / K``, with K the
+number of classes the model can predict for that sample (its finite logits: a multi-head or a
+masked single head restricts them). The stability-gap metrics use it to leave out tasks that are
+already at chance when a boundary begins.
 """
 
 from __future__ import annotations
@@ -38,13 +50,15 @@ from clplat.stream import Stream
 from clplat.strategy import seeded_generator
 
 TASK_SELECTIONS = ("seen", "all")
+SUBSET_SALT = 7919  # separates the subset draws from every other generator seeded by the same number
 
 
 class ContinualEvaluator(Callback):
     def __init__(self, stream: Stream, every_n_iters: int | None = 10, subset_size: int = 1000,
-                 tasks: str = "seen", batch_size: int = 4096, initial: bool = True, seed: int = 0):
+                 tasks: str = "seen", batch_size: int = 4096, initial: bool = True, subset_seed: int = 0):
         check_int("eval.every_n_iters", every_n_iters, 1, allow_none=True)
         check_int("eval.subset_size", subset_size, 1)
+        check_int("eval.subset_seed", subset_seed, 0)
         check_choice("eval.tasks", tasks, TASK_SELECTIONS)
         check_int("eval.batch_size", batch_size, 1)
         self.every_n_iters = every_n_iters
@@ -59,7 +73,8 @@ class ContinualEvaluator(Callback):
         xs, ys, model_tasks, eval_tasks, self.subset_indices = [], [], [], [], []
         for exp in stream:
             n = len(exp.test)
-            index = torch.randperm(n, generator=seeded_generator(seed, 7919, exp.index))[: min(subset_size, n)]
+            generator = seeded_generator(subset_seed, SUBSET_SALT, exp.index)
+            index = torch.randperm(n, generator=generator)[: min(subset_size, n)]
             index = index.sort().values
             self.subset_indices.append(index.tolist())
             xs.append(exp.test.x[index])
@@ -77,24 +92,31 @@ class ContinualEvaluator(Callback):
         self.experience = index
 
     def evaluate_boundary(self, trainer: L.Trainer, module: L.LightningModule) -> Evaluation:
-        """The end-of-experience evaluation (reuses the periodic one taken at the same step)."""
-        step = trainer.global_step
+        """The end-of-experience evaluation of the model as it is now (after ``after_experience``).
+
+        Always scored afresh. A periodic evaluation of this same step that scored exactly the same
+        becomes the boundary row instead of a duplicate; one that differs (the strategy changed
+        the model after the step) stays, as the state before the end-of-experience work.
+        """
+        evaluation = self._score(trainer, module, boundary=True)
         last = self.results.last
-        if last is not None and last.global_iter == step and last.experience == self.experience and not last.initial:
+        if (last is not None and last.global_iter == evaluation.global_iter and not last.initial
+                and last.experience == evaluation.experience and last.same_scores(evaluation)):
             last.boundary = True
             return last
-        return self._evaluate(trainer, module, boundary=True)
+        self._record(trainer, evaluation)
+        return evaluation
 
     # -- Lightning hooks ---------------------------------------------------------------------
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._to_device(pl_module.device)
         if self.initial and trainer.global_step == 0 and len(self.results) == 0:
-            self._evaluate(trainer, pl_module, initial=True)
+            self._record(trainer, self._score(trainer, pl_module, initial=True))
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any,
                            batch: Any, batch_idx: int) -> None:
         if self.every_n_iters is not None and trainer.global_step % self.every_n_iters == 0:
-            self._evaluate(trainer, pl_module)
+            self._record(trainer, self._score(trainer, pl_module))
 
     def state_dict(self) -> dict[str, Any]:
         return {"results": self.results.state_dict(), "experience": self.experience,
@@ -102,7 +124,7 @@ class ContinualEvaluator(Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if state_dict["subset_indices"] != self.subset_indices:
-            raise ValueError("checkpoint was evaluated on different test subsets (another stream or seed)")
+            raise ValueError("checkpoint was evaluated on different test subsets (another stream or eval.subset_seed)")
         self.results.load_state_dict(state_dict["results"])
         self.experience = state_dict["experience"]
 
@@ -112,16 +134,18 @@ class ContinualEvaluator(Callback):
             self.x, self.y = self.x.to(device), self.y.to(device)
             self.model_task, self.eval_task = self.model_task.to(device), self.eval_task.to(device)
 
-    def _evaluate(self, trainer: L.Trainer, module: L.LightningModule, boundary: bool = False,
-                  initial: bool = False) -> Evaluation:
+    def score(self, module: L.LightningModule, n_tasks: int) -> tuple[list[int], list[float], list[float]]:
+        """Correct predictions, mean loss and chance level of each of the first ``n_tasks`` tasks.
+
+        One batched pass over the stacked subsets (this rank's share of them under DDP), reduced
+        per task with ``index_add_`` and summed over ranks.
+        """
         self._to_device(module.device)
-        n_tasks = self.num_tasks if self.tasks == "all" else self.experience + 1
         end = self.offsets[n_tasks]
         rank, world_size = world()
-        share = -(-end // world_size)  # this rank's slice [first, last) of the seen prefix
+        share = -(-end // world_size)  # this rank's slice [first, last) of the evaluated prefix
         first, last = min(rank * share, end), min((rank + 1) * share, end)
-        correct = torch.zeros(n_tasks, device=module.device, dtype=torch.float64)
-        loss_sum = torch.zeros(n_tasks, device=module.device, dtype=torch.float64)
+        sums = torch.zeros(3, n_tasks, device=module.device, dtype=torch.float64)  # correct, loss, 1/K
         was_training = module.training
         module.eval()
         with torch.inference_mode():
@@ -129,24 +153,25 @@ class ContinualEvaluator(Callback):
                 stop = min(start + self.batch_size, last)
                 y, group = self.y[start:stop], self.eval_task[start:stop]
                 logits = module.strategy.predict(self.x[start:stop], self.model_task[start:stop])
-                hits = (logits.argmax(dim=1) == y).to(torch.float64)
-                correct.index_add_(0, group, hits)
-                loss_sum.index_add_(0, group, F.cross_entropy(logits.float(), y, reduction="none").double())
+                sums[0].index_add_(0, group, (logits.argmax(dim=1) == y).to(torch.float64))
+                sums[1].index_add_(0, group, F.cross_entropy(logits.float(), y, reduction="none").double())
+                sums[2].index_add_(0, group, torch.isfinite(logits).sum(dim=1).clamp_min(1).double().reciprocal())
         module.train(was_training)
         counts = self.counts[:n_tasks]
-        stats = all_reduce_sum(torch.stack([correct, loss_sum])).cpu().tolist()
-        evaluation = Evaluation(
-            global_iter=trainer.global_step,
-            experience=self.experience,
-            correct=[int(round(c)) for c in stats[0]],
-            n=counts,
-            loss=[s / m for s, m in zip(stats[1], counts)],
-            boundary=boundary,
-            initial=initial,
-        )
+        correct, loss, chance = all_reduce_sum(sums).cpu().tolist()
+        return ([int(round(c)) for c in correct], [s / m for s, m in zip(loss, counts)],
+                [s / m for s, m in zip(chance, counts)])
+
+    def _score(self, trainer: L.Trainer, module: L.LightningModule, boundary: bool = False,
+               initial: bool = False) -> Evaluation:
+        n_tasks = self.num_tasks if self.tasks == "all" else self.experience + 1
+        correct, loss, chance = self.score(module, n_tasks)
+        return Evaluation(global_iter=trainer.global_step, experience=self.experience, correct=correct,
+                          n=self.counts[:n_tasks], loss=loss, boundary=boundary, initial=initial, chance=chance)
+
+    def _record(self, trainer: L.Trainer, evaluation: Evaluation) -> None:
         self.results.append(evaluation)
         self._log(trainer, evaluation)
-        return evaluation
 
     def _log(self, trainer: L.Trainer, evaluation: Evaluation) -> None:
         if not trainer.loggers:

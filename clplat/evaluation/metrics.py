@@ -32,10 +32,13 @@ TABLE_COLUMNS: tuple[str, ...] = (
     "n",
     "loss",
     "accuracy",
+    "chance",
     "boundary",
     "initial",
 )
-"""Columns of the results table written by the evaluator (the contract)."""
+"""Columns of the results table written by the evaluator (the contract). ``chance`` (the
+accuracy of a uniform guess among the classes the model could predict) may be absent in tables
+from elsewhere; it is then unknown (NaN) and no task is treated as being at chance."""
 
 _REQUIRED_COLUMNS: tuple[str, ...] = ("global_iter", "experience", "eval_task", "boundary", "initial")
 _INT_COLUMNS: tuple[str, ...] = ("global_iter", "experience", "eval_task")
@@ -46,6 +49,9 @@ GAP_COLUMNS: tuple[str, ...] = (
     "task",
     "boundary_iter",
     "acc_at_boundary",
+    "chance",
+    "tolerance",
+    "at_chance",
     "min_acc",
     "depth",
     "iter_of_min",
@@ -53,13 +59,19 @@ GAP_COLUMNS: tuple[str, ...] = (
     "recovered",
     "recovery_iters",
     "acc_at_end",
+    "transient",
+    "permanent",
     "n_evals",
 )
 """Columns of the frame returned by :func:`stability_gap`."""
 
-DEFAULT_TOLERANCE: float = 0.01
-"""Default recovery tolerance (1 accuracy point): about one binomial standard error of a
-1000-sample subset at 90% accuracy, so smaller differences are not meaningful."""
+DEFAULT_SE_MULTIPLIER: float = 2.0
+"""The stability-gap tolerance, in binomial standard errors of the task's subset accuracy at the
+boundary (about a 95 % band): differences smaller than that are what the subset size can tell."""
+
+DEFAULT_TOLERANCE: float | None = None
+"""``None``: the tolerance scales with each subset's standard error (``DEFAULT_SE_MULTIPLIER``);
+a number fixes it for every case instead."""
 
 _EPS = 1e-9  # absorbs float rounding when comparing accuracies (multiples of 1/n) to thresholds
 
@@ -107,6 +119,7 @@ def prepare_table(table: pd.DataFrame) -> pd.DataFrame:
     if "accuracy" not in out.columns:
         out["accuracy"] = out["correct"].astype(float) / out["n"].astype(float)
     out["accuracy"] = out["accuracy"].astype(float)
+    out["chance"] = out["chance"].astype(float) if "chance" in out.columns else math.nan
     for col in _INT_COLUMNS:
         out[col] = out[col].astype(np.int64)
     for col in _BOOL_COLUMNS:
@@ -267,7 +280,9 @@ def forward_transfer(R: ArrayLike, b: ArrayLike | None) -> float:
     minus its random-init accuracy.
 
     Needs future-task evaluation (``eval.tasks=all``) and the initial evaluation; without them
-    the entries are NaN and so is the result (never a number computed from missing data).
+    the entries are NaN and so is the result (never a number computed from missing data). In a
+    class-incremental stream the number is not transfer (:data:`FWT_UNDEFINED`); :func:`summarize`
+    reports it as undefined there.
     """
     m = _as_matrix(R)
     T = m.shape[0]
@@ -278,6 +293,14 @@ def forward_transfer(R: ArrayLike, b: ArrayLike | None) -> float:
         raise ValueError(f"b must have one entry per task ({T}), got {bv.size}")
     idx = np.arange(1, T)
     return _nanmean(m[idx - 1, idx] - bv[idx])
+
+
+FWT_UNDEFINED: dict[str, str] = {
+    "class_incremental": "undefined in class-incremental streams: a head never trained on a task's classes "
+                         "predicts them at random while a trained head never predicts unseen classes, so "
+                         "R[i-1, i] - b[i] is negative by construction, whatever the representation transfers",
+}
+"""Scenarios in which GEM's FWT does not measure transfer, with the reason :func:`summarize` reports."""
 
 
 def forgetting(R: ArrayLike, k: int | None = None) -> float:
@@ -425,7 +448,7 @@ def _task_sequences(t: pd.DataFrame, include_current: bool) -> dict[int, np.ndar
 
 
 def windowed_forgetting_per_task(
-    table: pd.DataFrame, window: int = 10, include_current: bool = False, drop: bool = True
+    table: pd.DataFrame, window: int = 10, include_current: bool = True, drop: bool = True
 ) -> pd.Series:
     """``WF_i^w`` for each task averaged by :func:`windowed_forgetting` (indexed by task)."""
     seqs = _task_sequences(prepare_table(table), include_current)
@@ -433,20 +456,21 @@ def windowed_forgetting_per_task(
     return pd.Series(values, dtype=float, name=f"{'WF' if drop else 'WP'}{window}")
 
 
-def windowed_forgetting(table: pd.DataFrame, window: int = 10, include_current: bool = False) -> float:
+def windowed_forgetting(table: pd.DataFrame, window: int = 10, include_current: bool = True) -> float:
     """``WF^w`` (De Lange et al. 2023): mean over tasks of the largest accuracy drop seen inside a
     FIFO window of the last ``window`` evaluations of that task, maximised over training.
 
-    Default ``include_current=False``: averages previous tasks only, from their end of training,
-    so the number measures forgetting rather than the noise of a task still being learned, and
-    is comparable with min-ACC and the stability gap. ``True`` reproduces the official code
-    (every tracked task including the current one, all its evaluations). The window counts
-    evaluations, so WF^w depends on the evaluation cadence. NaN when no task qualifies.
+    Default ``include_current=True`` is the paper's WF^w as its code averages it: every tracked
+    task, the one being trained included, over all its evaluations since it was first seen.
+    ``False`` is a variant (``summary.json``: ``wf<w>_finished_tasks``): tasks whose training
+    ended before the last experience, each from its own boundary on, which measures forgetting
+    of learned tasks only. The window counts evaluations, so WF^w depends on the evaluation
+    cadence. NaN when no task qualifies.
     """
     return _nanmean(windowed_forgetting_per_task(table, window, include_current, drop=True).to_numpy())
 
 
-def windowed_plasticity(table: pd.DataFrame, window: int = 10, include_current: bool = False) -> float:
+def windowed_plasticity(table: pd.DataFrame, window: int = 10, include_current: bool = True) -> float:
     """``WP^w``: as :func:`windowed_forgetting` with the largest in-window *rise* (recovery speed)."""
     return _nanmean(windowed_forgetting_per_task(table, window, include_current, drop=False).to_numpy())
 
@@ -456,8 +480,22 @@ def windowed_plasticity(table: pd.DataFrame, window: int = 10, include_current: 
 # --------------------------------------------------------------------------------------------
 
 
+def gap_tolerance(acc_at_boundary: float, n: int, se_multiplier: float = DEFAULT_SE_MULTIPLIER) -> float:
+    """``se_multiplier`` binomial standard errors of an accuracy measured on ``n`` samples, at least
+    one sample (``1/n``): ``max(z * sqrt(p (1 - p) / n), 1 / n)`` with ``p = acc_at_boundary``.
+
+    A fixed tolerance does not fit every subset: 0.01 is two samples of a 200-sample task and
+    ten of a 1000-sample one. The floor keeps a task at 0 % or 100 %, whose standard error is 0,
+    from counting a one-sample change as a gap.
+    """
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    p = min(max(float(acc_at_boundary), 0.0), 1.0)
+    return max(se_multiplier * math.sqrt(p * (1.0 - p) / n), 1.0 / n)
+
+
 def gap_statistics(
-    rel_iters: ArrayLike, accs: ArrayLike, acc_at_boundary: float, tolerance: float = DEFAULT_TOLERANCE
+    rel_iters: ArrayLike, accs: ArrayLike, acc_at_boundary: float, tolerance: float
 ) -> dict[str, Any]:
     """Depth and recovery of one previous task's curve during one experience.
 
@@ -491,15 +529,37 @@ def gap_statistics(
     }
 
 
-def stability_gap(table: pd.DataFrame, tolerance: float = DEFAULT_TOLERANCE) -> pd.DataFrame:
+def split_drop(acc_at_boundary: float, min_acc: float, acc_at_end: float) -> tuple[float, float]:
+    """The drop ``acc_at_boundary - min_acc`` split into ``(transient, permanent)``.
+
+    ``permanent = max(acc_at_boundary - acc_at_end, 0)``: what is still lost at the end of the
+    experience; ``transient = depth - permanent``: what was lost and won back. Both are
+    non-negative and sum to the depth (``acc_at_end`` is itself a point of the curve, so it is
+    never below the minimum). NaN when the experience has no end evaluation.
+    """
+    if math.isnan(acc_at_end):
+        return math.nan, math.nan
+    depth = max(acc_at_boundary - min_acc, 0.0)
+    permanent = min(max(acc_at_boundary - acc_at_end, 0.0), depth)
+    return depth - permanent, permanent
+
+
+def stability_gap(table: pd.DataFrame, tolerance: float | None = DEFAULT_TOLERANCE,
+                  se_multiplier: float = DEFAULT_SE_MULTIPLIER) -> pd.DataFrame:
     """One row per (boundary into experience k >= 1, previous task i < k) with data.
 
     ``acc_at_boundary`` is task i's accuracy at the boundary evaluation of experience k-1
     (``boundary_iter``); the curve is every evaluation of task i during experience k (up to and
     including its own boundary evaluation); see :func:`gap_statistics` for depth and recovery.
-    ``acc_at_end`` is the accuracy at the end of experience k, telling a transient gap from
-    lasting forgetting. Depth is only as fine as the evaluation cadence: with evaluation at
-    boundaries only it equals plain forgetting over one experience.
+    ``acc_at_end`` is the accuracy at the end of experience k; the depth splits into the part won
+    back by then (``transient``) and the part still lost (``permanent``), see :func:`split_drop`.
+
+    ``tolerance``: ``None`` (default) uses :func:`gap_tolerance` of each case's subset size and
+    boundary accuracy; a number fixes it. ``at_chance`` marks a task already at chance at the
+    boundary (``acc_at_boundary <= chance + tolerance``): it has nothing left to lose, so its flat
+    curve would read as stability; :func:`summarize_gaps` leaves these cases out. Depth is only as
+    fine as the evaluation cadence: with evaluation at boundaries only it equals plain forgetting
+    over one experience.
     """
     t = prepare_table(table)
     ends = boundary_iters(t)
@@ -508,24 +568,33 @@ def stability_gap(table: pd.DataFrame, tolerance: float = DEFAULT_TOLERANCE) -> 
         if k < 1 or (k - 1) not in ends.index:
             continue
         t_b = int(ends[k - 1])
-        at_b = t.loc[t["boundary"] & (t["experience"] == k - 1)].groupby("eval_task")["accuracy"].last()
+        at_b = t.loc[t["boundary"] & (t["experience"] == k - 1)].groupby("eval_task").last()
         during = t.loc[(t["experience"] == k) & (t["global_iter"] > t_b)]
         for task in range(k):
             seg = during.loc[during["eval_task"] == task]
             if task not in at_b.index or seg.empty:
                 continue
-            stats = gap_statistics(
-                seg["global_iter"].to_numpy() - t_b, seg["accuracy"].to_numpy(), float(at_b[task]), tolerance
-            )
+            start = at_b.loc[task]
+            acc_b = float(start["accuracy"])
+            tol = gap_tolerance(acc_b, int(start["n"]), se_multiplier) if tolerance is None else float(tolerance)
+            chance = float(start["chance"])
+            stats = gap_statistics(seg["global_iter"].to_numpy() - t_b, seg["accuracy"].to_numpy(), acc_b, tol)
             end = seg.loc[seg["boundary"], "accuracy"]
+            acc_end = float(end.iloc[-1]) if len(end) else math.nan
+            transient, permanent = split_drop(acc_b, stats["min_acc"], acc_end)
             rows.append(
                 {
                     "experience": k,
                     "task": task,
                     "boundary_iter": t_b,
-                    "acc_at_boundary": float(at_b[task]),
+                    "acc_at_boundary": acc_b,
+                    "chance": chance,
+                    "tolerance": tol,
+                    "at_chance": bool(acc_b <= chance + tol + _EPS),  # False when chance is unknown (NaN)
                     **stats,
-                    "acc_at_end": float(end.iloc[-1]) if len(end) else math.nan,
+                    "acc_at_end": acc_end,
+                    "transient": transient,
+                    "permanent": permanent,
                     "n_evals": len(seg),
                 }
             )
@@ -533,27 +602,35 @@ def stability_gap(table: pd.DataFrame, tolerance: float = DEFAULT_TOLERANCE) -> 
 
 
 def summarize_gaps(gaps: pd.DataFrame) -> dict[str, float]:
-    """Aggregate a :func:`stability_gap` frame.
+    """Aggregate a :func:`stability_gap` frame over the cases not already at chance.
 
-    ``depth_mean``/``depth_max`` over all (boundary, task) cases; ``recovered_frac`` among cases
-    with a gap (depth > tolerance) and ``recovery_iters_mean`` over those that recovered, so
-    gap-free cases (recovery 0) do not dilute the recovery time. NaN where nothing qualifies.
+    ``depth_mean``/``depth_max``, and the split of the mean depth into ``transient_mean`` (won
+    back by the end of the experience) and ``permanent_mean`` (still lost), over those cases;
+    ``recovered_frac`` among cases with a gap (depth > tolerance) and ``recovery_iters_mean``
+    over those that recovered, so gap-free cases (recovery 0) do not dilute the recovery time.
+    ``n_at_chance`` counts the cases left out. NaN where nothing qualifies.
     """
-    gapped = gaps.loc[gaps["has_gap"].astype(bool)] if len(gaps) else gaps
+    at_chance = gaps["at_chance"].astype(bool) if len(gaps) else pd.Series([], dtype=bool)
+    cases = gaps.loc[~at_chance] if len(gaps) else gaps
+    gapped = cases.loc[cases["has_gap"].astype(bool)] if len(cases) else cases
     recovered = gapped.loc[gapped["recovered"].astype(bool)] if len(gapped) else gapped
     return {
-        "depth_mean": _nanmean(gaps["depth"].to_numpy(float)),
-        "depth_max": _nanmax(gaps["depth"].to_numpy(float)),
+        "depth_mean": _nanmean(cases["depth"].to_numpy(float)),
+        "depth_max": _nanmax(cases["depth"].to_numpy(float)),
+        "transient_mean": _nanmean(cases["transient"].to_numpy(float)),
+        "permanent_mean": _nanmean(cases["permanent"].to_numpy(float)),
         "recovery_iters_mean": _nanmean(recovered["recovery_iters"].to_numpy(float)),
         "recovered_frac": float(len(recovered) / len(gapped)) if len(gapped) else math.nan,
-        "n_cases": len(gaps),
+        "n_cases": len(cases),
         "n_gaps": len(gapped),
+        "n_at_chance": int(at_chance.sum()),
     }
 
 
-def stability_gap_summary(table: pd.DataFrame, tolerance: float = DEFAULT_TOLERANCE) -> dict[str, float]:
+def stability_gap_summary(table: pd.DataFrame, tolerance: float | None = DEFAULT_TOLERANCE,
+                          se_multiplier: float = DEFAULT_SE_MULTIPLIER) -> dict[str, float]:
     """:func:`summarize_gaps` of :func:`stability_gap` for the table."""
-    return summarize_gaps(stability_gap(table, tolerance))
+    return summarize_gaps(stability_gap(table, tolerance, se_multiplier))
 
 
 # --------------------------------------------------------------------------------------------
@@ -578,36 +655,45 @@ def json_ready(values: Mapping[str, Any]) -> dict[str, Any]:
 
 def summarize(
     table: pd.DataFrame,
-    tolerance: float = DEFAULT_TOLERANCE,
+    tolerance: float | None = DEFAULT_TOLERANCE,
     windows: Iterable[int] = (10, 100),
-    wf_include_current: bool = False,
+    scenario: str | None = None,
+    se_multiplier: float = DEFAULT_SE_MULTIPLIER,
 ) -> dict[str, Any]:
     """Final metrics of a run, ready for ``summary.json`` (NaN -> None).
 
-    Also records the choices that change the numbers (WF current-task choice, tolerance) so a
-    result is never reported without them; cadence and subset size belong to the config.
+    ``wf<w>``/``wp<w>`` are De Lange et al.'s WF^w/WP^w (every tracked task);
+    ``wf<w>_finished_tasks``/``wp<w>_finished_tasks`` the variant over tasks whose training ended,
+    from their boundary on. ``scenario`` (a :class:`clplat.stream.Scenario` value) marks FWT
+    undefined where it cannot measure transfer (``fwt_undefined`` gives the reason). The
+    stability-gap tolerance rule is recorded with the numbers; cadence and subset size belong to
+    the config.
     """
     t = prepare_table(table)
     R = accuracy_matrix(t)
     b = initial_accuracies(t, R.shape[0])
-    gaps = summarize_gaps(stability_gap(t, tolerance))
+    gaps = summarize_gaps(stability_gap(t, tolerance, se_multiplier))
+    fwt_undefined = FWT_UNDEFINED.get(scenario or "")
     out: dict[str, Any] = {
         "avg_acc": average_accuracy(R),
         "avg_incremental_acc": average_incremental_accuracy(R),
         "bwt": backward_transfer(R),
-        "fwt": forward_transfer(R, b),
+        "fwt": math.nan if fwt_undefined else forward_transfer(R, b),
         "forgetting": forgetting(R),
         "min_acc": min_acc(t),
         "wc_acc": wc_acc(t),
     }
+    if fwt_undefined:
+        out["fwt_undefined"] = fwt_undefined
     for w in windows:
-        out[f"wf{w}"] = windowed_forgetting(t, w, wf_include_current)
-        out[f"wp{w}"] = windowed_plasticity(t, w, wf_include_current)
+        out[f"wf{w}"] = windowed_forgetting(t, w, include_current=True)
+        out[f"wp{w}"] = windowed_plasticity(t, w, include_current=True)
+        out[f"wf{w}_finished_tasks"] = windowed_forgetting(t, w, include_current=False)
+        out[f"wp{w}_finished_tasks"] = windowed_plasticity(t, w, include_current=False)
     out.update({f"sg_{key}": value for key, value in gaps.items()})
     out.update(
         {
-            "sg_tolerance": float(tolerance),
-            "wf_include_current": bool(wf_include_current),
+            "sg_tolerance": f"{se_multiplier:g} standard errors, at least 1/n" if tolerance is None else float(tolerance),
             "num_tasks": int(R.shape[0]),
             "num_experiences_finished": int(len(boundary_iters(t))),
             "num_evaluations": int(t["global_iter"].nunique()),
@@ -621,6 +707,8 @@ __all__ = [
     "TABLE_COLUMNS",
     "GAP_COLUMNS",
     "DEFAULT_TOLERANCE",
+    "DEFAULT_SE_MULTIPLIER",
+    "FWT_UNDEFINED",
     "prepare_table",
     "infer_num_tasks",
     "boundary_iters",
@@ -639,7 +727,9 @@ __all__ = [
     "windowed_forgetting_per_task",
     "windowed_forgetting",
     "windowed_plasticity",
+    "gap_tolerance",
     "gap_statistics",
+    "split_drop",
     "stability_gap",
     "summarize_gaps",
     "stability_gap_summary",

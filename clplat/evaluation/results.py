@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
-COLUMNS = ("global_iter", "experience", "eval_task", "correct", "n", "loss", "accuracy", "boundary", "initial")
+COLUMNS = ("global_iter", "experience", "eval_task", "correct", "n", "loss", "accuracy", "chance", "boundary",
+           "initial")
 
 
 @dataclass
@@ -23,10 +24,16 @@ class Evaluation:
     loss: list[float]  # mean cross-entropy per task
     boundary: bool = False
     initial: bool = False
+    chance: list[float] | None = None  # per task: mean of 1/(classes the model could predict)
 
     @property
     def accuracies(self) -> list[float]:
         return [c / m if m else float("nan") for c, m in zip(self.correct, self.n)]
+
+    def same_scores(self, other: "Evaluation") -> bool:
+        """Whether ``other`` scored exactly the same on the same samples (the same predictions
+        as far as any metric can tell)."""
+        return (self.correct, self.n, self.loss) == (other.correct, other.n, other.loss)
 
 
 class ResultsStore:
@@ -46,8 +53,9 @@ class ResultsStore:
     def to_frame(self) -> pd.DataFrame:
         rows = []
         for e in self.evaluations:
-            for task, (c, m, loss, acc) in enumerate(zip(e.correct, e.n, e.loss, e.accuracies)):
-                rows.append((e.global_iter, e.experience, task, c, m, loss, acc, e.boundary, e.initial))
+            chance = e.chance if e.chance is not None else [float("nan")] * len(e.correct)
+            for task, (c, m, loss, acc, p) in enumerate(zip(e.correct, e.n, e.loss, e.accuracies, chance)):
+                rows.append((e.global_iter, e.experience, task, c, m, loss, acc, p, e.boundary, e.initial))
         return pd.DataFrame(rows, columns=list(COLUMNS))
 
     def save_csv(self, path: Path) -> None:
