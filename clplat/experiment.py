@@ -119,10 +119,13 @@ def build_stream(cfg: DictConfig) -> Stream:
 
 def quiet_lightning() -> None:
     """Keep the console for clplat's own progress lines: Lightning's per-fit notices (device
-    summary, 'fit stopped', tips) repeat at every experience and say nothing new."""
+    summary, 'fit stopped', tips) repeat at every experience and say nothing new. On a machine
+    with SLURM installed, Lightning also warns at every fit that ``srun`` is not used: clplat's
+    SLURM jobs are started by the submitit launcher, and a single process needs no ``srun``."""
     for name in ("lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    warnings.filterwarnings("ignore", message=r"The `srun` command is available on your system but is not used")
 
 
 def prepare_run_dir(run_dir: Path) -> None:

@@ -158,7 +158,7 @@ def stability_gap_figure(
     T = int(max(t["eval_task"].max(), t["experience"].max())) + 1 if len(t) else 0
     ncols = max(1, min(len(ks), 3))
     nrows = max(1, math.ceil(len(ks) / ncols))
-    legend_width = 1.3  # inches right of the panels: a legend there never hides a curve
+    legend_width = 2.6  # inches right of the panels: a legend there never hides a curve
     width, height = 4.2 * ncols + legend_width, 3.2 * nrows + 0.4
     fig = Figure(figsize=(width, height))
     # Fixed margins in inches: constrained layout doubles the save time of a many-panel figure.
