@@ -18,7 +18,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from clplat.distributed import PROCESS_GROUP_BACKENDS, TRAINER_STRATEGIES
 from clplat.errors import ConfigError, check_choice, check_float, check_int
-from clplat.evaluation.evaluator import TASK_SELECTIONS
+from clplat.evaluation.evaluator import SPLITS, TASK_SELECTIONS
 from clplat.heads import HEAD_TYPES
 from clplat.logging import LOGGER_KINDS, WANDB_MODES
 
@@ -45,6 +45,7 @@ class EvalSchema:
     every_n_iters: Optional[int] = 10
     subset_size: int = 1000
     subset_seed: int = 0
+    split: str = "test"
     tasks: str = "seen"
     batch_size: int = 4096
     initial: bool = True
@@ -66,7 +67,14 @@ class LoggerSchema:
     mode: str = "auto"
 
 
-SCHEMAS = {"trainer": TrainerSchema, "eval": EvalSchema, "head": HeadSchema, "logger": LoggerSchema}
+@dataclass
+class ValidationSchema:
+    fraction: float = 0.0
+    seed: int = 0
+
+
+SCHEMAS = {"trainer": TrainerSchema, "eval": EvalSchema, "head": HeadSchema, "logger": LoggerSchema,
+           "validation": ValidationSchema}
 
 
 def _typed(group: str, node: Any) -> Any:
@@ -110,6 +118,14 @@ def validate_config(cfg: DictConfig) -> None:
     check_int("eval.subset_seed", ev.subset_seed, 0)
     check_choice("eval.tasks", ev.tasks, TASK_SELECTIONS)
     check_int("eval.batch_size", ev.batch_size, 1)
+    check_choice("eval.split", ev.split, SPLITS)
+    validation = _typed("validation", cfg.get("validation", OmegaConf.create({})))
+    if not 0.0 <= validation.fraction < 1.0:
+        raise ConfigError("validation.fraction", validation.fraction, "must be in [0, 1) (0: no validation split)")
+    check_int("validation.seed", validation.seed, 0)
+    if ev.split == "validation" and validation.fraction == 0.0:
+        raise ConfigError("eval.split", ev.split, "needs held-out training data: set validation.fraction "
+                          "(e.g. validation.fraction=0.1)")
 
     head = _typed("head", cfg.head)
     check_choice("head.type", head.type, HEAD_TYPES)

@@ -48,7 +48,7 @@ from clplat.logger_guard import guarded_loggers
 from clplat.logging import build_loggers, finish_wandb, log_run_end
 from clplat.module import ContinualModule
 from clplat.progress import StreamProgress
-from clplat.stream import Stream
+from clplat.stream import Stream, hold_out_validation
 from clplat.strategy import Plugin, Strategy, compose, seeded_generator
 from clplat.strategy_hooks import StrategyHooks
 
@@ -111,9 +111,13 @@ def build_backbone(cfg: DictConfig, input_size: int) -> RecurrentBackbone:
 
 
 def build_stream(cfg: DictConfig) -> Stream:
+    """The configured stream, with its validation split held out when ``validation.fraction`` > 0."""
     stream = instantiate_node(cfg.stream, "stream")
     if not isinstance(stream, Stream):
         raise ConfigError("stream._target_", cfg.stream.get("_target_"), "must build a clplat.stream.Stream")
+    validation = cfg.get("validation") or {}
+    if validation.get("fraction", 0.0) > 0.0:
+        stream = hold_out_validation(stream, float(validation.fraction), int(validation.get("seed", 0)))
     return stream
 
 
@@ -187,7 +191,7 @@ def run_experiment(cfg: DictConfig, resume: bool = False) -> RunResult:
     module = ContinualModule(backbone, head, strategy, build_optimizer(cfg))
     ev = cfg.eval
     evaluator = ContinualEvaluator(stream, ev.every_n_iters, ev.subset_size, ev.tasks, ev.batch_size,
-                                   ev.initial, subset_seed=ev.subset_seed)
+                                   ev.initial, subset_seed=ev.subset_seed, split=ev.split)
     progress = StreamProgress.from_config(cfg, evaluator, len(stream))
     if rank > 0:
         progress.mode = "quiet"  # rank 0 reports for the run
@@ -250,8 +254,8 @@ def run_experiment(cfg: DictConfig, resume: bool = False) -> RunResult:
             "scenario": stream.scenario.value,
             "num_experiences": len(stream),
             "global_iters": trainer.global_step,
-            "eval": {"every_n_iters": ev.every_n_iters, "subset_size": ev.subset_size, "tasks": ev.tasks,
-                     "averaging": "macro over tasks"},
+            "eval": {"split": ev.split, "every_n_iters": ev.every_n_iters, "subset_size": ev.subset_size,
+                     "tasks": ev.tasks, "averaging": "macro over tasks"},
             "params": {"backbone": count_parameters(backbone), "head": count_parameters(head)},
             "strategy_state": strategy.summary(),
             "seed": cfg.seed,

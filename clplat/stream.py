@@ -10,7 +10,7 @@ package, which imports this module (never the other way round).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Iterator, Sequence
 
@@ -86,6 +86,17 @@ class Experience:
     test: SequenceData
     classes: tuple[int, ...]
     name: str
+    valid: SequenceData | None = None  # held out from the training data (``hold_out_validation``)
+
+    def evaluation_data(self, split: str) -> SequenceData:
+        """The data the evaluator scores: ``test``, or the held-out ``validation`` split."""
+        if split == "test":
+            return self.test
+        if split == "validation":
+            if self.valid is None:
+                raise ValueError(f"experience {self.index} has no validation data (hold_out_validation not applied)")
+            return self.valid
+        raise ValueError(f"unknown split {split!r}: test | validation")
 
 
 @dataclass(frozen=True)
@@ -145,8 +156,50 @@ class Stream:
     def describe(self) -> str:
         """One line a run prints at start so the reader knows what was trained."""
         T, F = self.input_shape
+        held_out = sum(len(e.valid) for e in self if e.valid is not None)
         return (
             f"{self.name}: {self.scenario.value}, {len(self)} experiences, "
             f"{self.num_classes} classes, sequences of {T} steps x {F} features, "
-            f"{sum(len(e.train) for e in self)} train / {sum(len(e.test) for e in self)} test samples"
+            f"{sum(len(e.train) for e in self)} train / "
+            + (f"{held_out} validation / " if held_out else "")
+            + f"{sum(len(e.test) for e in self)} test samples"
         )
+
+
+VALIDATION_SALT = 3571  # separates the validation draw from other generators seeded by the same number
+
+
+def stratified_holdout(y: Tensor, fraction: float, generator: torch.Generator) -> Tensor:
+    """Boolean mask of the samples held out: ``round(fraction * n_c)`` of each class c, drawn at
+    random with ``generator``.
+
+    Stratified so the validation split has the class proportions of the training data (a plain
+    random draw can leave a class of a small task out entirely). Every class with at least two
+    samples gives at least one and keeps at least one for training.
+    """
+    held = torch.zeros(len(y), dtype=torch.bool)
+    for c in torch.unique(y).tolist():
+        index = torch.nonzero(y == c).flatten()
+        n = len(index)
+        k = min(max(round(fraction * n), 1), n - 1) if n >= 2 and fraction > 0 else 0
+        held[index[torch.randperm(n, generator=generator)[:k]]] = True
+    return held
+
+
+def hold_out_validation(stream: Stream, fraction: float, seed: int = 0) -> Stream:
+    """``stream`` with ``fraction`` of each experience's training data moved to ``Experience.valid``.
+
+    The held-out samples leave the training data (nothing trains on them, joint and cumulative
+    training included) and are drawn per experience and class from ``seed`` and the experience
+    index, so the split is the same in every run of the stream whatever the run seed. Tuning
+    scores this split (``eval.split=validation``); the test data stays untouched for reporting.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"fraction must be in (0, 1), got {fraction}")
+    experiences = []
+    for exp in stream:
+        generator = torch.Generator().manual_seed(hash((seed, VALIDATION_SALT, exp.index)) & 0x7FFF_FFFF_FFFF_FFFF)
+        held = stratified_holdout(exp.train.y, fraction, generator)
+        experiences.append(replace(exp, train=exp.train.subset(~held), valid=exp.train.subset(held)))
+    metadata = {**stream.metadata, "validation_fraction": fraction, "validation_seed": seed}
+    return replace(stream, experiences=tuple(experiences), metadata=metadata)

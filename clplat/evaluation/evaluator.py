@@ -4,6 +4,8 @@ The stability gap (De Lange et al., ICLR 2023) is a transient drop of old tasks'
 after a boundary; end-of-task evaluation never sees it. Evaluating every few iterations is only
 affordable if it is cheap, so the evaluator
 
+- scores the test data, or with ``eval.split=validation`` the validation data held out of the
+  training data (tuning never sees the test data),
 - draws a **fixed, seeded** test subset per task once (a subset redrawn at every evaluation adds
   sampling noise that biases min-ACC down and WF^w up), from ``eval.subset_seed`` and not the
   run seed, so runs with different seeds are scored on the same samples and compare pairwise,
@@ -44,18 +46,24 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 
 from clplat.distributed import all_reduce_sum, world
-from clplat.errors import check_choice, check_int
+from clplat.errors import ConfigError, check_choice, check_int
 from clplat.evaluation.results import Evaluation, ResultsStore
 from clplat.stream import Stream
 from clplat.strategy import seeded_generator
 
 TASK_SELECTIONS = ("seen", "all")
+SPLITS = ("test", "validation")
 SUBSET_SALT = 7919  # separates the subset draws from every other generator seeded by the same number
 
 
 class ContinualEvaluator(Callback):
     def __init__(self, stream: Stream, every_n_iters: int | None = 10, subset_size: int = 1000,
-                 tasks: str = "seen", batch_size: int = 4096, initial: bool = True, subset_seed: int = 0):
+                 tasks: str = "seen", batch_size: int = 4096, initial: bool = True, subset_seed: int = 0,
+                 split: str = "test"):
+        check_choice("eval.split", split, SPLITS)
+        if split == "validation" and any(exp.valid is None for exp in stream):
+            raise ConfigError("eval.split", split, "needs held-out training data: set validation.fraction "
+                              "(e.g. validation.fraction=0.1)")
         check_int("eval.every_n_iters", every_n_iters, 1, allow_none=True)
         check_int("eval.subset_size", subset_size, 1)
         check_int("eval.subset_seed", subset_seed, 0)
@@ -66,20 +74,22 @@ class ContinualEvaluator(Callback):
         self.tasks = tasks
         self.batch_size = batch_size
         self.initial = initial
+        self.split = split
         self.num_tasks = len(stream)
         self.results = ResultsStore()
         self.experience = 0
 
         xs, ys, model_tasks, eval_tasks, self.subset_indices = [], [], [], [], []
         for exp in stream:
-            n = len(exp.test)
+            data = exp.evaluation_data(split)
+            n = len(data)
             generator = seeded_generator(subset_seed, SUBSET_SALT, exp.index)
             index = torch.randperm(n, generator=generator)[: min(subset_size, n)]
             index = index.sort().values
             self.subset_indices.append(index.tolist())
-            xs.append(exp.test.x[index])
-            ys.append(exp.test.y[index])
-            model_tasks.append(exp.test.task[index])
+            xs.append(data.x[index])
+            ys.append(data.y[index])
+            model_tasks.append(data.task[index])
             eval_tasks.append(torch.full((len(index),), exp.index, dtype=torch.long))
         self.x, self.y = torch.cat(xs), torch.cat(ys)
         self.model_task, self.eval_task = torch.cat(model_tasks), torch.cat(eval_tasks)
@@ -124,7 +134,8 @@ class ContinualEvaluator(Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if state_dict["subset_indices"] != self.subset_indices:
-            raise ValueError("checkpoint was evaluated on different test subsets (another stream or eval.subset_seed)")
+            raise ValueError("checkpoint was evaluated on different subsets (another stream, eval.split or "
+                             "eval.subset_seed)")
         self.results.load_state_dict(state_dict["results"])
         self.experience = state_dict["experience"]
 
