@@ -48,6 +48,7 @@ from clplat.logger_guard import guarded_loggers
 from clplat.logging import build_loggers, finish_wandb, log_run_end
 from clplat.module import ContinualModule
 from clplat.progress import StreamProgress
+from clplat.search_space import without_search_space
 from clplat.stream import Stream, hold_out_validation
 from clplat.strategy import Plugin, Strategy, compose, seeded_generator
 from clplat.strategy_hooks import StrategyHooks
@@ -63,9 +64,10 @@ class RunResult:
 
 def instantiate_node(node: DictConfig, key: str, **kwargs: Any) -> Any:
     """``hydra.utils.instantiate`` that lets a builder's ``ConfigError`` through unwrapped and
-    turns a bad argument (unknown key, wrong type) into a ``ConfigError`` naming ``key``."""
+    turns a bad argument (unknown key, wrong type) into a ``ConfigError`` naming ``key``. A
+    ``search_space`` declared next to the defaults is for ``clplat-tune``, not the constructor."""
     try:
-        return instantiate(node, **kwargs)
+        return instantiate(without_search_space(node), **kwargs)
     except InstantiationException as err:
         cause = err.__cause__
         while cause is not None and not isinstance(cause, ConfigError) and cause.__cause__ is not None:
