@@ -197,7 +197,7 @@ def test_report_paired_differences_against_a_baseline(stats_sweep: Path, capsys)
     lines = out.splitlines()
 
     assert _row(lines, "| metric | strategy | shared seeds |") == (
-        "| metric | strategy | shared seeds | mean diff ± std | 95% CI | verdict |")
+        "| metric | strategy | shared seeds | mean diff ± std | 95 % CI | verdict |")
     # hand-computed above: replay - naive = +.044 ± .011402, CI [.029843, .058157]
     assert _row(lines, "| final acc | replay | 5 |") == (
         "| final acc | replay | 5 | +0.044 ± 0.011 | [+0.030, +0.058] | significant |")

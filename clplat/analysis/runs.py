@@ -327,7 +327,7 @@ def paired_differences(runs: pd.DataFrame, group_by: list[str], baseline: str) -
 
 def paired_markdown(paired: pd.DataFrame, group_by: list[str]) -> str:
     """``paired_differences`` as Markdown; the verdict says whether the interval contains 0."""
-    header = ["metric", ", ".join(group_by), "shared seeds", "mean diff ± std", f"{CONFIDENCE:.0%} CI", "verdict"]
+    header = ["metric", ", ".join(group_by), "shared seeds", "mean diff ± std", f"{CONFIDENCE * 100:g} % CI", "verdict"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for _, row in paired.iterrows():
         digits = _decimals(row["mean_diff"])
