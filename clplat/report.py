@@ -94,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         if paired is not None:
             paired.to_csv(out / "report_paired.csv", index=False)
             written.append(out / "report_paired.csv")
+        else:  # a paired table of an earlier --baseline would no longer match report.md
+            (out / "report_paired.csv").unlink(missing_ok=True)
         if not args.no_plots:
             from clplat.analysis.sweep_plots import save_sweep_plots  # matplotlib only when drawing
 

@@ -223,6 +223,9 @@ def test_report_paired_differences_against_a_baseline(stats_sweep: Path, capsys)
     assert acc.significant.to_dict() == {"ewc": False, "lwf": False, "replay": True}
     assert acc.loc["replay", "seeds"] == "0 1 2 3 4" and acc.loc["lwf", "n"] == 1
 
+    assert report_main([str(stats_sweep), "--no-plots"]) == 0  # without --baseline: no stale paired table
+    assert not (stats_sweep / "report_paired.csv").exists() and "Paired" not in (stats_sweep / "report.md").read_text()
+
 
 def test_a_bad_baseline_is_one_error_and_writes_nothing(stats_sweep: Path, capsys):
     with pytest.raises(SystemExit) as exit_info:
