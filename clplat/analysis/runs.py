@@ -14,6 +14,7 @@ from typing import Any, Iterable, Literal
 import numpy as np
 import pandas as pd
 
+from clplat.analysis.stats import CLAIM_SEEDS, CONFIDENCE, paired_difference, summarize_seeds
 from clplat.evaluation.metrics import accuracy_matrix, prepare_table
 
 #: the headline metrics of a report, in display order
@@ -21,6 +22,9 @@ REPORT_METRICS = ("avg_acc", "forgetting", "bwt", "min_acc", "wc_acc", "sg_depth
 #: their column titles in the Markdown table (the CSV keeps the metric keys)
 REPORT_LABELS = {"avg_acc": "final acc", "forgetting": "forgetting", "bwt": "BWT", "min_acc": "min-ACC",
                  "wc_acc": "WC-ACC", "sg_depth_mean": "SG depth", "wall_time_s": "wall time (s)"}
+
+RESOURCE_PREFIX = "resources."
+"""Column prefix of the numeric entries of ``summary["resources"]`` (memory, compute counts)."""
 
 JOB_ERROR_FILE = "error.txt"
 """Written into a multirun job's directory when the job fails (first line: the reason)."""
@@ -82,7 +86,12 @@ def _overrides(run: Path) -> dict[str, str]:
 
 
 def collect_runs(path: str | Path) -> pd.DataFrame:
-    """One row per finished run: its overrides (the swept keys) and its headline metrics."""
+    """One row per finished run: its overrides (the swept keys) and its headline metrics.
+
+    The numeric entries of the summary's ``resources`` dict (memory, samples, optimizer
+    steps, ...) become ``resources.<key>`` columns, reported beside the metrics; runs written
+    before that dict existed simply have none.
+    """
     rows = []
     for run in find_runs(path):
         summary = json.loads((run / "summary.json").read_text())
@@ -93,8 +102,17 @@ def collect_runs(path: str | Path) -> pd.DataFrame:
         for key in REPORT_METRICS:
             value = summary.get(key)
             row[key] = np.nan if value is None else float(value)
+        resources = summary.get("resources")
+        for key, value in (resources.items() if isinstance(resources, dict) else ()):
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                row[f"{RESOURCE_PREFIX}{key}"] = float(value)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def report_metrics(runs: pd.DataFrame) -> list[str]:
+    """The columns a report summarises: the headline metrics, then any ``resources.<key>``."""
+    return [*REPORT_METRICS, *(c for c in runs.columns if str(c).startswith(RESOURCE_PREFIX))]
 
 
 def swept_keys(runs: pd.DataFrame) -> list[str]:
@@ -103,7 +121,7 @@ def swept_keys(runs: pd.DataFrame) -> list[str]:
     Overrides shared by every run (a common ``trainer.iterations=...``, ``launcher=joblib``)
     say nothing about the comparison and are left out; ``["strategy"]`` when nothing varies.
     """
-    candidates = [c for c in runs.columns if c not in _NOT_KEYS]
+    candidates = [c for c in runs.columns if c not in _NOT_KEYS and not str(c).startswith(RESOURCE_PREFIX)]
     return [c for c in candidates if _key_values(runs[c]).nunique() > 1] or ["strategy"]
 
 
@@ -121,37 +139,207 @@ def group_labels(runs: pd.DataFrame, group_by: list[str]) -> pd.Series:
                      index=runs.index, name="group")
 
 
-def aggregate(runs: pd.DataFrame, group_by: list[str] | None = None) -> pd.DataFrame:
-    """Mean and std over seeds of every metric, grouped by the keys that vary (seed excluded)."""
-    if runs.empty:
-        return runs
-    if group_by is None:
-        group_by = swept_keys(runs)
+def _seed_order(seed: Any) -> tuple[int, float, str]:
+    """Sort key for seeds read as text: numeric seeds numerically (2 before 10), then the rest."""
+    text = str(seed)
+    try:
+        return (0, float(text), text)
+    except ValueError:
+        return (1, 0.0, text)
+
+
+def _by_seed(part: pd.DataFrame, metric: str) -> dict[str, float]:
+    """``{seed: value}`` of one group's runs; several runs of one seed are averaged (NaN-aware)."""
+    values = part.groupby(part["seed"].astype(str), sort=False)[metric].mean()
+    return {seed: float(values[seed]) for seed in sorted(values.index, key=_seed_order)}
+
+
+def _per_seed_text(part: pd.DataFrame, metric: str) -> str:
+    """``seed:value`` for every run of a group, seed order, full precision (``nan`` when missing)."""
+    pairs = sorted(zip(part["seed"].astype(str), part[metric]), key=lambda pair: _seed_order(pair[0]))
+    return " ".join(f"{seed}:{float(value):.6g}" for seed, value in pairs)
+
+
+def _group_label(values: tuple[str, ...], group_by: list[str]) -> str:
+    """The label of a group, as :func:`group_labels` writes it (``--baseline`` takes one)."""
+    return values[0] if len(values) == 1 else ", ".join(f"{k}={v}" for k, v in zip(group_by, values))
+
+
+def _groups(runs: pd.DataFrame, group_by: list[str]) -> list[tuple[tuple[str, ...], pd.DataFrame]]:
     missing = [c for c in group_by if c not in runs.columns]
     if missing:
         raise KeyError(f"cannot group by {', '.join(missing)}: the runs have keys {', '.join(runs.columns)}")
     grouped = runs.groupby([_key_values(runs[c]) for c in group_by], sort=True)
-    table = grouped[list(REPORT_METRICS)].agg(["mean", "std"])
-    table.columns = [f"{metric}_{stat}" for metric, stat in table.columns]
-    table.insert(0, "runs", grouped.size())
-    return table.reset_index()
+    return [(key if isinstance(key, tuple) else (key,), part) for key, part in grouped]
+
+
+def aggregate(runs: pd.DataFrame, group_by: list[str] | None = None) -> pd.DataFrame:
+    """Per group of runs (seeds excluded from the grouping), for every metric of :func:`report_metrics`:
+
+    ``<metric>_n`` (runs with a value: a metric missing in a run does not count),
+    ``<metric>_mean``, ``<metric>_std`` (sample std, n-1), ``<metric>_ci_low`` /
+    ``<metric>_ci_high`` (95 % Student-t interval of the mean, NaN below 2 values) and
+    ``<metric>_per_seed`` (``seed:value ...``), after the group keys and ``runs``.
+    """
+    if runs.empty:
+        return runs
+    if group_by is None:
+        group_by = swept_keys(runs)
+    metrics = report_metrics(runs)
+    rows = []
+    for values, part in _groups(runs, group_by):
+        row: dict[str, Any] = {**dict(zip(group_by, values)), "runs": len(part)}
+        for metric in metrics:
+            stats = summarize_seeds(part[metric])
+            row.update({f"{metric}_n": stats.n, f"{metric}_mean": stats.mean, f"{metric}_std": stats.std,
+                        f"{metric}_ci_low": stats.low, f"{metric}_ci_high": stats.high,
+                        f"{metric}_per_seed": _per_seed_text(part, metric)})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _table_metrics(table: pd.DataFrame, group_by: list[str]) -> list[str]:
+    return [c[: -len("_mean")] for c in table.columns if str(c).endswith("_mean") and c not in group_by]
+
+
+def _label(metric: str) -> str:
+    if metric.startswith(RESOURCE_PREFIX):
+        return metric[len(RESOURCE_PREFIX):]
+    return REPORT_LABELS.get(metric, metric)
+
+
+def _decimals(reference: float) -> int:
+    """3 decimals for accuracies and short times; none from 100 up (counts, bytes, long wall times)."""
+    return 0 if np.isfinite(reference) and abs(reference) >= 100 else 3
+
+
+def _num(value: float, decimals: int, sign: bool = False) -> str:
+    if not np.isfinite(value):
+        return "n/a"
+    return f"{value:{'+' if sign else ''},.{decimals}f}"
 
 
 def to_markdown(table: pd.DataFrame, group_by: list[str]) -> str:
-    """Render ``aggregate``'s table as Markdown with ``mean ± std`` cells (std over the group's runs)."""
-    header = [*group_by, "runs", *(REPORT_LABELS.get(m, m) for m in REPORT_METRICS)]
+    """Render ``aggregate``'s table as Markdown: ``mean ± std [CI low, CI high]`` cells.
+
+    The std is over the group's runs; the bracket is the 95 % t interval of the mean. A group
+    of one run shows its value alone (no spread, no interval); a cell whose metric is missing
+    in some runs says on how many it rests (``(n=3)``).
+    """
+    metrics = _table_metrics(table, group_by)
+    header = [*group_by, "runs", *(_label(m) for m in metrics)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for _, row in table.iterrows():
         cells = [str(row[c]) for c in group_by] + [str(int(row["runs"]))]
-        for metric in REPORT_METRICS:
+        for metric in metrics:
             mean, std = row[f"{metric}_mean"], row[f"{metric}_std"]
+            digits = _decimals(mean)
             if np.isnan(mean):
-                cells.append("n/a")
+                cell = "n/a"
             elif np.isnan(std):
-                cells.append(f"{mean:.3f}")
+                cell = _num(mean, digits)
             else:
-                cells.append(f"{mean:.3f} ± {std:.3f}")
+                cell = f"{_num(mean, digits)} ± {_num(std, digits)}"
+                low, high = row.get(f"{metric}_ci_low", np.nan), row.get(f"{metric}_ci_high", np.nan)
+                if np.isfinite(low) and np.isfinite(high):
+                    cell += f" [{_num(low, digits)}, {_num(high, digits)}]"
+            n = row.get(f"{metric}_n")
+            if n is not None and not np.isnan(mean) and int(n) < int(row["runs"]):
+                cell += f" (n={int(n)})"
+            cells.append(cell)
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def per_seed_markdown(runs: pd.DataFrame, group_by: list[str]) -> str:
+    """Every run's value, one row per metric and group, one column per seed.
+
+    Lets a reader see what a mean and interval rest on, and which seeds two groups share (the
+    pairs of the paired test). ``–``: the group has no run of that seed; ``n/a``: the run has
+    no value; several runs of one seed are listed ``a / b``. Empty when every group is one run
+    (the main table already shows each value).
+    """
+    groups = _groups(runs, group_by)
+    if all(len(part) == 1 for _, part in groups):
+        return ""
+    seeds = sorted(set(runs["seed"].astype(str)), key=_seed_order)
+    group_title = ", ".join(group_by)
+    header = ["metric", group_title, *(f"seed {s}" for s in seeds)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for metric in report_metrics(runs):
+        if runs[metric].isna().all():
+            continue
+        digits = _decimals(float(runs[metric].abs().max()))
+        for values, part in groups:
+            part_seeds = part["seed"].astype(str)
+            cells = [_label(metric), _group_label(values, group_by)]
+            for seed in seeds:
+                found = part.loc[part_seeds == seed, metric]
+                cells.append(" / ".join(_num(float(v), digits) for v in found) if len(found) else "–")
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def seed_warning(runs: pd.DataFrame, group_by: list[str]) -> str:
+    """One line naming the groups with fewer than 5 seeds (claims need 5); empty otherwise."""
+    few = [(_group_label(values, group_by), part["seed"].astype(str).nunique())
+           for values, part in _groups(runs, group_by)]
+    few = [(label, n) for label, n in few if n < CLAIM_SEEDS]
+    if not few:
+        return ""
+    listed = ", ".join(f"{label} ({n})" for label, n in few)
+    return (f"**Warning:** fewer than {CLAIM_SEEDS} seeds in {listed}; claims need {CLAIM_SEEDS} seeds.")
+
+
+def group_label_values(runs: pd.DataFrame, group_by: list[str]) -> list[str]:
+    """The labels of the groups, in table order: the values ``--baseline`` accepts."""
+    return [_group_label(values, group_by) for values, _ in _groups(runs, group_by)]
+
+
+def paired_differences(runs: pd.DataFrame, group_by: list[str], baseline: str) -> pd.DataFrame:
+    """Every other group minus ``baseline``, per metric, paired over the seeds both have.
+
+    One row per (group, metric): ``n`` shared seeds with a value on both sides, ``mean_diff``
+    (group − baseline), its ``std``, ``ci_low``/``ci_high`` (95 % t interval of the mean
+    difference; NaN below 2 shared seeds) and ``significant`` (the interval excludes 0).
+    Pairing by seed removes the seed-to-seed variation both groups share, so it is the test
+    to use when the groups ran on the same seeds. Several runs of one seed are averaged first;
+    metrics that no run has are left out.
+    """
+    groups = _groups(runs, group_by)
+    labels = [_group_label(values, group_by) for values, _ in groups]
+    if baseline not in labels:
+        raise KeyError(f"baseline {baseline!r} is not a group; the groups are: {', '.join(map(repr, labels))}")
+    base = groups[labels.index(baseline)][1]
+    metrics = [m for m in report_metrics(runs) if runs[m].notna().any()]  # not those no run has
+    rows = []
+    for label, (_, part) in zip(labels, groups):
+        if label == baseline:
+            continue
+        for metric in metrics:
+            diff = paired_difference(_by_seed(part, metric), _by_seed(base, metric))
+            rows.append({"group": label, "baseline": baseline, "metric": metric, "n": diff.n,
+                         "mean_diff": diff.mean, "std": diff.std, "ci_low": diff.low, "ci_high": diff.high,
+                         "significant": diff.significant, "seeds": " ".join(map(str, diff.seeds))})
+    return pd.DataFrame(rows, columns=["group", "baseline", "metric", "n", "mean_diff", "std", "ci_low",
+                                       "ci_high", "significant", "seeds"])
+
+
+def paired_markdown(paired: pd.DataFrame, group_by: list[str]) -> str:
+    """``paired_differences`` as Markdown; the verdict says whether the interval contains 0."""
+    header = ["metric", ", ".join(group_by), "shared seeds", "mean diff ± std", f"{CONFIDENCE * 100:g} % CI", "verdict"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for _, row in paired.iterrows():
+        digits = _decimals(row["mean_diff"])
+        n = int(row["n"])
+        if n >= 2:
+            diff = f"{_num(row['mean_diff'], digits, sign=True)} ± {_num(row['std'], digits)}"
+            ci = f"[{_num(row['ci_low'], digits, sign=True)}, {_num(row['ci_high'], digits, sign=True)}]"
+            verdict = "significant" if row["significant"] else "not significant"
+        else:
+            diff = _num(row["mean_diff"], digits, sign=True)
+            ci, verdict = "n/a", "n/a (needs >= 2 shared seeds)"
+        lines.append("| " + " | ".join([_label(row["metric"]), row["group"], str(n), diff, ci, verdict]) + " |")
     return "\n".join(lines)
 
 
