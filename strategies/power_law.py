@@ -84,6 +84,7 @@ class PowerLawRehearsal(Strategy):
         self.revisits: list[dict[str, Any]] = []  # one entry per rehearsal: time and samples per task
         self.rehearsal_steps = 0
         self._interleaved: tuple[int, SequenceData] | None = None
+        self._drawn: SequenceData | None = None  # the rehearsal set being trained on (counted in the peak)
 
     def setup(self, module, stream: Stream) -> None:
         """With ``memory_bytes``, every task's pool gets an equal share: ``pool_size`` is the most
@@ -114,6 +115,8 @@ class PowerLawRehearsal(Strategy):
             rehearsal = self._rehearsal_set(experience.index)
             data = experience.train if rehearsal is None else SequenceData.concat([experience.train, rehearsal])
             self._interleaved = (experience.index, data)
+            self._drawn = rehearsal
+            self.record_memory()  # held for the whole experience
         return self._interleaved[1]
 
     def after_experience(self, experience: Experience) -> None:
@@ -121,12 +124,14 @@ class PowerLawRehearsal(Strategy):
         index = random_subset(len(experience.train), self.pool_size, self.generator)
         self.pools[now] = experience.train.subset(index)
         self.clock.see(now, now)
-        self._interleaved = None
+        self._interleaved = self._drawn = None
         if self.when != "after_task":
             return
         rehearsal = self._rehearsal_set(now)
         if rehearsal is None:
             return
+        self._drawn = rehearsal
+        self.record_memory()  # held for the session
         module = self.module
         params = [p for _, p in named_trainable(module)]
 
@@ -138,9 +143,14 @@ class PowerLawRehearsal(Strategy):
             module, params, epoch_batches(rehearsal, self.batch_size, self.rehearsal_epochs, self.generator), loss_fn)
         self.rehearsal_steps += steps
         self.count_extra_steps("rehearsal", steps, len(rehearsal) * self.rehearsal_epochs)
+        self._drawn = None
 
     def memory_parts(self) -> dict[str, int]:
-        return {"pools": tensor_nbytes(list(self.pools.values()))}
+        """The pools, and while one exists the drawn rehearsal set (so it reaches the peak only)."""
+        out = {"pools": tensor_nbytes(list(self.pools.values()))}
+        if self._drawn is not None:
+            out["rehearsal_set"] = tensor_nbytes(self._drawn)
+        return out
 
     def summary(self) -> dict[str, Any]:
         return {

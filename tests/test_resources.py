@@ -95,10 +95,19 @@ def test_power_law_counts_pools_and_rehearsal_sessions(make_cfg):
     cfg, summary, res = run(make_cfg, "strategy=power_law", "strategy.rehearsal_size=48", "strategy.batch_size=16",
                             f"memory_budget_bytes={5 * 7 * 176 + 100}")
     assert res["memory_bytes_by_part"] == {"pools": 5 * 7 * per_sample(cfg)}
+    assert res["peak_memory_bytes"] == (5 * 7 + 48) * per_sample(cfg)  # during the last session
     assert summary["strategy_state"]["pool_samples"] == 35
     assert res["extra_steps_by_part"] == {"rehearsal": 4 * 3}
     assert res["samples_by_part"] == {"stream": sum(stream_batches(cfg)), "rehearsal": 4 * 48}
     assert summary["strategy_state"]["rehearsal_samples"] == 4 * 48
+
+
+def test_power_law_interleaved_counts_its_rehearsal_set_in_the_peak(make_cfg):
+    cfg, _, res = run(make_cfg, "strategy=power_law", "strategy.when=interleaved", "strategy.rehearsal_size=48",
+                      "strategy.pool_size=20")
+    assert res["memory_bytes_by_part"] == {"pools": 5 * 20 * per_sample(cfg)}
+    assert res["peak_memory_bytes"] == (4 * 20 + 48) * per_sample(cfg)  # pools 0-3 and experience 4's set
+    assert res["extra_steps"] == 0 and set(res["samples_by_part"]) == {"stream"}
 
 
 def test_ewc_counts_one_fisher_and_anchor_per_past_task(make_cfg):
