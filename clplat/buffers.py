@@ -12,9 +12,38 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from clplat.errors import check_choice, check_int
+from clplat.errors import ConfigError, check_choice, check_int
 
 POLICIES = ("reservoir", "class_balanced")
+#: a stored label and task id are int64
+LABEL_BYTES = TASK_BYTES = 8
+#: stored logits are float32 (DER, k-FPF-KD and FPF-KD insert them as float32)
+LOGIT_BYTES = 4
+
+
+def sample_nbytes(stream: Any, logits: bool = False) -> dict[str, int]:
+    """Bytes one stored sample of ``stream`` takes in a ``ReplayBuffer`` (or a pool), by field:
+    ``x`` (T x F values of the stream's dtype), ``y`` and ``task`` (int64), and ``logits``
+    (float32 x the stream's classes) when the method stores them."""
+    x = stream.experiences[0].train.x
+    out = {"x": x[0].numel() * x.element_size(), "y": LABEL_BYTES, "task": TASK_BYTES}
+    if logits:
+        out["logits"] = stream.num_classes * LOGIT_BYTES
+    return out
+
+
+def samples_for_budget(key: str, budget: int, per_sample: dict[str, int], slots: int = 1) -> int:
+    """How many samples ``budget`` bytes hold (``budget // sum(per_sample)``), divided into
+    ``slots`` equal shares (power-law's per-task pools); a budget too small for one sample per
+    slot is a ``ConfigError`` naming ``key``."""
+    check_int(key, budget, 1)
+    size = sum(per_sample.values())
+    count = budget // (size * slots)
+    if count < 1:
+        parts = " + ".join(f"{k} {v}" for k, v in per_sample.items())
+        per = f" per slot x {slots} slots" if slots > 1 else ""
+        raise ConfigError(key, budget, f"cannot hold one stored sample ({size} bytes: {parts}{per}); raise it")
+    return int(count)
 
 
 class ReplayBuffer:
@@ -52,6 +81,13 @@ class ReplayBuffer:
         """Memory held by stored samples (what 'equal memory' comparisons count)."""
         tensors = [t for t in (self.x, self.y, self.task, *self.extras.values()) if t is not None]
         return sum(t.element_size() * t.numel() for t in tensors)
+
+    def nbytes_by_part(self) -> dict[str, int]:
+        """``nbytes`` split into ``buffer`` (inputs, labels, task ids) and ``buffer_<extra>``."""
+        core = [t for t in (self.x, self.y, self.task) if t is not None]
+        out = {"buffer": sum(t.element_size() * t.numel() for t in core)}
+        out.update({f"buffer_{k}": v.element_size() * v.numel() for k, v in self.extras.items()})
+        return out
 
     def _allocate(self, x: Tensor, extras: dict[str, Tensor]) -> None:
         self.x = x.new_zeros((self.capacity, *x.shape[1:]))

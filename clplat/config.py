@@ -99,6 +99,7 @@ def validate_config(cfg: DictConfig) -> None:
     """Check every platform-owned value; raises ``ConfigError`` on the first bad one."""
     check_int("seed", cfg.get("seed"), 0)
     check_choice("plots", cfg.get("plots", True), (True, False))
+    check_int("memory_budget_bytes", cfg.get("memory_budget_bytes"), 1, allow_none=True)
     trainer = _typed("trainer", cfg.trainer)
     check_int("trainer.epochs", trainer.epochs, 1, allow_none=True)
     check_int("trainer.iterations", trainer.iterations, 1, allow_none=True)

@@ -260,6 +260,7 @@ def run_experiment(cfg: DictConfig, resume: bool = False) -> RunResult:
                      "tasks": ev.tasks, "averaging": "macro over tasks"},
             "params": {"backbone": count_parameters(backbone), "head": count_parameters(head)},
             "strategy_state": strategy.summary(),
+            "resources": strategy.resources(cfg.get("memory_budget_bytes")),  # docs/metrics.md
             "seed": cfg.seed,
             "config_hash": digest,
             "resumed": resume,
@@ -345,6 +346,7 @@ def _train_experience(trainer: L.Trainer, module: ContinualModule, strategy: Str
             warnings.filterwarnings("ignore", message=".*The number of training batches.*")
             trainer.fit(module, train_dataloaders=loader)
     strategy.after_experience(exp)
+    strategy.record_memory()  # the peak in summary.json's resources
 
 
 def _hydra_choices() -> dict[str, str]:

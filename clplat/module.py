@@ -66,6 +66,7 @@ class ContinualModule(L.LightningModule):
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         self.strategy.before_training_step(batch)
         loss = self.strategy.training_step(batch)
+        self.strategy.count_training_step(batch[0].shape[0])  # summary.json resources
         # a host sync; free on CPU, and a diverged run must stop. Under DDP every rank must stop at
         # the same step (a rank left waiting in the gradient all-reduce would hang): the summed
         # loss is non-finite on every rank as soon as one rank's loss is.
@@ -99,7 +100,10 @@ class ContinualModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["clplat_strategy"] = self.strategy.state_dict()
+        checkpoint["clplat_usage"] = self.strategy.usage.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if "clplat_strategy" in checkpoint:
             self.strategy.load_state_dict(checkpoint["clplat_strategy"])
+        if "clplat_usage" in checkpoint:
+            self.strategy.usage.load_state_dict(checkpoint["clplat_usage"])

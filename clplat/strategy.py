@@ -34,6 +34,66 @@ if TYPE_CHECKING:
 Batch = tuple[Tensor, Tensor, Tensor]  # (x (B,T,F), y (B,), task (B,))
 
 
+def tensor_nbytes(*objects: Any) -> int:
+    """Bytes of the tensors in ``objects`` (tensors, modules' parameters and buffers, mappings,
+    sequences, ``SequenceData``, ``ReplayBuffer``-like objects with ``x``/``y``/``task``/``extras``),
+    each tensor counted once however often it is reachable."""
+    seen: set[tuple[int, int, int]] = set()
+    total = 0
+
+    def visit(obj: Any) -> None:
+        nonlocal total
+        if obj is None:
+            return
+        if isinstance(obj, Tensor):
+            size = obj.element_size() * obj.numel()
+            key = (obj.data_ptr(), size, id(obj) if obj.data_ptr() == 0 else 0)
+            if key not in seen:
+                seen.add(key)
+                total += size
+        elif isinstance(obj, nn.Module):
+            for t in [*obj.parameters(), *obj.buffers()]:
+                visit(t)
+        elif isinstance(obj, dict):
+            for v in obj.values():
+                visit(v)
+        elif isinstance(obj, (list, tuple)):
+            for v in obj:
+                visit(v)
+        elif isinstance(obj, SequenceData):
+            visit((obj.x, obj.y, obj.task))
+        elif hasattr(obj, "extras") and hasattr(obj, "x"):
+            visit((obj.x, obj.y, obj.task, obj.extras))
+        else:
+            raise TypeError(f"tensor_nbytes cannot count a {type(obj).__name__}")
+
+    for obj in objects:
+        visit(obj)
+    return total
+
+
+class Usage:
+    """Compute counters of one run (docs/metrics.md, "Resources"): samples through forward and
+    backward by part, Lightning optimizer steps, steps taken outside the Lightning loop by part,
+    and the peak of the memory held at experience boundaries. Checkpointed with the module."""
+
+    def __init__(self) -> None:
+        self.samples: dict[str, int] = {}
+        self.extra_steps: dict[str, int] = {}
+        self.optimizer_steps = 0
+        self.peak_memory_bytes = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"samples": dict(self.samples), "extra_steps": dict(self.extra_steps),
+                "optimizer_steps": self.optimizer_steps, "peak_memory_bytes": self.peak_memory_bytes}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.samples = {str(k): int(v) for k, v in state["samples"].items()}
+        self.extra_steps = {str(k): int(v) for k, v in state["extra_steps"].items()}
+        self.optimizer_steps = int(state["optimizer_steps"])
+        self.peak_memory_bytes = int(state["peak_memory_bytes"])
+
+
 class Strategy:
     """Base strategy: plain fine-tuning with cross-entropy. Subclasses override hooks."""
 
@@ -51,6 +111,7 @@ class Strategy:
         self._stream: Stream | None = None
         self.experience: Experience | None = None
         self.rank, self.world_size = 0, 1
+        self.usage = Usage()
 
     # -- wiring ------------------------------------------------------------------------------
     @property
@@ -142,6 +203,60 @@ class Strategy:
     def summary(self) -> dict[str, Any]:
         """Extra numbers for summary.json (buffer sizes, parameter counts, ...)."""
         return {}
+
+    # -- resources (summary.json "resources"; docs/metrics.md) -------------------------------
+    def memory_parts(self) -> dict[str, int]:
+        """Bytes of the tensors this method holds *now* beyond the trained model, by part
+        (``{"buffer": ..., "fisher": ...}``; a method holding nothing returns ``{}``)."""
+        return {}
+
+    @property
+    def run_usage(self) -> Usage:
+        """The run's one set of counters: the module's strategy's (so a plugin counts into the
+        composed strategy's), or this strategy's own when it is used outside a module."""
+        owner = getattr(self._module, "strategy", None)
+        return owner.usage if isinstance(owner, Strategy) else self.usage
+
+    def count_samples(self, part: str, samples: int) -> None:
+        """``samples`` more went through forward and backward for ``part`` (replay draws, ...)."""
+        usage = self.run_usage
+        usage.samples[part] = usage.samples.get(part, 0) + int(samples)
+
+    def count_extra_steps(self, part: str, steps: int, samples: int) -> None:
+        """Work outside the Lightning loop: ``steps`` parameter updates on ``samples`` samples."""
+        usage = self.run_usage
+        usage.extra_steps[part] = usage.extra_steps.get(part, 0) + int(steps)
+        self.count_samples(part, samples)
+
+    def count_training_step(self, batch_size: int) -> None:
+        """One Lightning step on a batch of ``batch_size`` stream samples (``ContinualModule``)."""
+        self.run_usage.optimizer_steps += 1
+        self.count_samples("stream", batch_size)
+
+    def record_memory(self) -> None:
+        """Raise the peak to the memory held now (the loop calls it after every experience)."""
+        usage = self.run_usage
+        usage.peak_memory_bytes = max(usage.peak_memory_bytes, sum(self.memory_parts().values()))
+
+    def resources(self, budget_bytes: int | None = None) -> dict[str, Any]:
+        """summary.json's ``resources``: memory held at the end and at the peak, and compute."""
+        self.record_memory()
+        usage = self.run_usage
+        parts = {k: int(v) for k, v in sorted(self.memory_parts().items())}
+        samples = {k: usage.samples[k] for k in sorted(usage.samples)}
+        extra = {k: usage.extra_steps[k] for k in sorted(usage.extra_steps)}
+        return {
+            "memory_bytes": sum(parts.values()),
+            "memory_bytes_by_part": parts,
+            "peak_memory_bytes": usage.peak_memory_bytes,
+            "memory_budget_bytes": budget_bytes,
+            "stream_samples": samples.get("stream", 0),
+            "samples_processed": sum(samples.values()),
+            "samples_by_part": samples,
+            "optimizer_steps": usage.optimizer_steps,
+            "extra_steps": sum(extra.values()),
+            "extra_steps_by_part": extra,
+        }
 
     # -- checkpointing -----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -238,6 +353,13 @@ class ComposedStrategy(Strategy):
         out: dict[str, Any] = {}
         for part in self.parts:
             out.update(part.summary())
+        return out
+
+    def memory_parts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for part in self.parts:
+            for key, value in part.memory_parts().items():
+                out[key] = out.get(key, 0) + value
         return out
 
     def state_dict(self) -> dict[str, Any]:

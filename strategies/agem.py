@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from clplat.buffers import ReplayBuffer
+from clplat.buffers import ReplayBuffer, sample_nbytes, samples_for_budget
 from clplat.errors import ConfigError, check_int
 from clplat.stream import Experience, Stream
 from clplat.strategy import Batch, Strategy, seeded_generator
@@ -43,9 +43,12 @@ class AGEM(Strategy):
 
     name = "agem"
 
-    def __init__(self, buffer_size: int = 500, replay_batch_size: int | None = None, seed: int = 0):
+    def __init__(self, buffer_size: int = 500, replay_batch_size: int | None = None,
+                 memory_bytes: int | None = None, seed: int = 0):
         super().__init__()
         check_int("strategy.buffer_size", buffer_size, 1)
+        check_int("strategy.memory_bytes", memory_bytes, 1, allow_none=True)
+        self.memory_bytes, self.seed = memory_bytes, seed
         check_int("strategy.replay_batch_size", replay_batch_size, 1, allow_none=True)
         self.buffer = ReplayBuffer(buffer_size, "reservoir", seeded_generator(seed, 1))
         self.replay_batch_size = replay_batch_size
@@ -56,6 +59,9 @@ class AGEM(Strategy):
 
     def setup(self, module, stream: Stream) -> None:
         super().setup(module, stream)
+        if self.memory_bytes is not None:  # the buffer holds as many samples as fit
+            size = samples_for_budget("strategy.memory_bytes", self.memory_bytes, sample_nbytes(stream))
+            self.buffer = ReplayBuffer(size, "reservoir", seeded_generator(self.seed, 1))
         if self.buffer.capacity < len(stream):
             raise ConfigError("strategy.buffer_size", self.buffer.capacity,
                               f"A-GEM keeps buffer_size // {len(stream)} samples per task; needs at least {len(stream)}")
@@ -65,6 +71,7 @@ class AGEM(Strategy):
         self._reference = None
         if not self.buffer.is_empty:
             memory = self.buffer.sample(self.replay_batch_size or x.shape[0])
+            self.count_samples("replay", memory["x"].shape[0])  # the reference gradient's batch
             params = [p for _, p in named_trainable(self.module)]
             ref_loss = self.criterion(self.module(memory["x"], memory["task"]), memory["y"])
             grads = torch.autograd.grad(ref_loss, params, allow_unused=True)
@@ -96,6 +103,9 @@ class AGEM(Strategy):
 
     def summary(self) -> dict[str, Any]:
         return {"buffer_size": len(self.buffer), "agem_projected_fraction": self.projections / max(self.steps, 1)}
+
+    def memory_parts(self) -> dict[str, int]:
+        return self.buffer.nbytes_by_part()
 
     def state_dict(self) -> dict[str, Any]:
         return {"buffer": self.buffer.state_dict(), "generator": self.generator.get_state(),

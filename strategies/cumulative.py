@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from clplat.stream import Experience, SequenceData
-from clplat.strategy import Strategy
+from clplat.strategy import Strategy, tensor_nbytes
 
 
 class Cumulative(Strategy):
@@ -16,3 +16,9 @@ class Cumulative(Strategy):
 
     def train_data(self, experience: Experience) -> SequenceData | None:
         return SequenceData.concat([exp.train for exp in self.stream.experiences[: experience.index + 1]])
+
+    def memory_parts(self) -> dict[str, int]:
+        """The past experiences' training data, kept to be trained on again."""
+        if self.experience is None:
+            return {}
+        return {"data": tensor_nbytes([exp.train for exp in self.stream.experiences[: self.experience.index]])}

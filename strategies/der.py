@@ -24,8 +24,9 @@ from typing import Any
 
 from torch import Tensor
 
-from clplat.buffers import ReplayBuffer
+from clplat.buffers import ReplayBuffer, sample_nbytes, samples_for_budget
 from clplat.errors import check_float, check_int
+from clplat.stream import Stream
 from clplat.strategy import Batch, Strategy, seeded_generator
 
 from .common import finite_mse
@@ -39,9 +40,11 @@ class DER(Strategy):
     stores_logits = True
 
     def __init__(self, buffer_size: int = 500, alpha: float = 0.3, beta: float = 0.0,
-                 replay_batch_size: int | None = None, seed: int = 0):
+                 replay_batch_size: int | None = None, memory_bytes: int | None = None, seed: int = 0):
         super().__init__()
         check_int("strategy.buffer_size", buffer_size, 1)
+        check_int("strategy.memory_bytes", memory_bytes, 1, allow_none=True)
+        self.memory_bytes, self.seed = memory_bytes, seed
         check_float("strategy.alpha", alpha, 0.0)
         check_float("strategy.beta", beta, 0.0)
         check_int("strategy.replay_batch_size", replay_batch_size, 1, allow_none=True)
@@ -50,6 +53,13 @@ class DER(Strategy):
         self.buffer = ReplayBuffer(buffer_size, "reservoir", seeded_generator(seed, 1))
         self.name = "derpp" if self.beta > 0 else "der"
         self._logits: Tensor | None = None
+
+    def setup(self, module, stream: Stream) -> None:
+        """With ``memory_bytes``, the buffer holds as many samples (with their logits) as fit."""
+        super().setup(module, stream)
+        if self.memory_bytes is not None:
+            size = samples_for_budget("strategy.memory_bytes", self.memory_bytes, sample_nbytes(stream, logits=True))
+            self.buffer = ReplayBuffer(size, "reservoir", seeded_generator(self.seed, 1))
 
     def training_step(self, batch: Batch) -> Tensor:
         x, y, task = batch
@@ -61,9 +71,11 @@ class DER(Strategy):
         n = self.replay_batch_size or x.shape[0]
         if self.alpha > 0:
             memory = self.buffer.sample(n)
+            self.count_samples("replay", memory["x"].shape[0])
             loss = loss + self.alpha * finite_mse(self.module(memory["x"], memory["task"]), memory["logits"])
         if self.beta > 0:
             memory = self.buffer.sample(n)  # an independent draw (mammoth DER++)
+            self.count_samples("replay", memory["x"].shape[0])
             loss = loss + self.beta * self.criterion(self.module(memory["x"], memory["task"]), memory["y"])
         return loss
 
@@ -71,11 +83,14 @@ class DER(Strategy):
         x, y, task = batch
         if self._logits is None:
             return
-        self.buffer.add(x, y, task, logits=self._logits)
+        self.buffer.add(x, y, task, logits=self._logits.float())  # float32 whatever the precision
         self._logits = None
 
     def summary(self) -> dict[str, Any]:
         return {"buffer_size": len(self.buffer), "buffer_bytes": self.buffer.nbytes()}
+
+    def memory_parts(self) -> dict[str, int]:
+        return self.buffer.nbytes_by_part()
 
     def state_dict(self) -> dict[str, Any]:
         return {"buffer": self.buffer.state_dict()}

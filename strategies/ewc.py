@@ -22,7 +22,7 @@ from torch import Tensor
 
 from clplat.errors import check_choice, check_float, check_int
 from clplat.stream import Experience
-from clplat.strategy import Batch, Strategy, seeded_generator
+from clplat.strategy import Batch, Strategy, seeded_generator, tensor_nbytes
 
 from .common import named_trainable, snapshot, to_device
 from .fisher import diagonal_fisher
@@ -76,6 +76,8 @@ class EWC(Strategy):
         if experience.index == len(self.stream) - 1:
             return  # nothing is trained after the last task: its Fisher would never be used
         fisher = diagonal_fisher(self.module, experience.train, self.fisher_samples, self.generator)
+        n = len(experience.train)
+        self.count_samples("fisher", n if self.fisher_samples is None else min(self.fisher_samples, n))
         anchor = snapshot(self.module)
         if self.mode == "separate" or not self.fishers:
             self.fishers.append(fisher)
@@ -83,6 +85,9 @@ class EWC(Strategy):
         else:
             self.fishers[0] = {n: self.gamma * self.fishers[0][n] + f for n, f in fisher.items()}
             self.anchors[0] = anchor
+
+    def memory_parts(self) -> dict[str, int]:
+        return {"fisher": tensor_nbytes(self.fishers), "anchors": tensor_nbytes(self.anchors)}
 
     def summary(self) -> dict[str, Any]:
         return {"ewc_penalty_terms": len(self.fishers),

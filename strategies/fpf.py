@@ -37,10 +37,10 @@ from typing import TYPE_CHECKING, Any, Sequence
 import torch
 from torch import Tensor, nn
 
-from clplat.buffers import ReplayBuffer
+from clplat.buffers import ReplayBuffer, sample_nbytes, samples_for_budget
 from clplat.errors import ConfigError, check_choice, check_float, check_int
 from clplat.stream import Experience, Stream
-from clplat.strategy import Batch, Plugin, Strategy, seeded_generator
+from clplat.strategy import Batch, Plugin, Strategy, seeded_generator, tensor_nbytes
 
 from .common import finite_mse, manual_steps, sample_buffer, snapshot
 
@@ -170,15 +170,17 @@ class FineTuner:
             return top or resolve_modules(model, DEFAULT_MODULES, f"{self.prefix}.modules")
         return resolve_modules(model, self.modules, f"{self.prefix}.modules")
 
-    def run(self, model: "ContinualModule", buffer: ReplayBuffer) -> int:
-        """``iterations`` SGD steps on buffer minibatches, only the selected modules move."""
+    def run(self, model: "ContinualModule", buffer: ReplayBuffer) -> tuple[int, int]:
+        """``iterations`` SGD steps on buffer minibatches, only the selected modules move;
+        returns (steps, samples) taken."""
         if buffer.is_empty:
-            return 0
+            return 0, 0
         started = time.perf_counter()
         self.last_selection = self.selection(model)
         params = parameters_of(model, self.last_selection)
         if not params:
-            return 0
+            return 0, 0
+        drawn = [0]
 
         def loss_fn(batch: Batch) -> Tensor:
             x, y, task, logits = batch
@@ -191,12 +193,13 @@ class FineTuner:
         def batches():
             for _ in range(self.iterations):
                 m = sample_buffer(buffer, self.batch_size, self.generator)
+                drawn[0] += int(m["x"].shape[0])
                 yield m["x"], m["y"], m["task"], m.get("logits", m["y"])
 
         steps = manual_steps(model, params, batches(), loss_fn, torch.optim.SGD(params, lr=self.lr))
         self.steps += steps
         self.seconds += time.perf_counter() - started
-        return steps
+        return steps, drawn[0]
 
     def summary(self, model: "ContinualModule", stream_steps: int, stream_samples: int) -> dict[str, Any]:
         samples = self.steps * self.batch_size
@@ -231,10 +234,12 @@ class FPF(Plugin):
 
     def __init__(self, modules: Sequence[str] | str = DEFAULT_MODULES, top_k: int = 3, iterations: int = 100,
                  lr: float = 0.05, batch_size: int = 32, loss: str = "ce", kd_alpha: float = 1.0,
-                 when: str = "end", buffer_size: int = 500, seed: int = 0):
+                 when: str = "end", buffer_size: int = 500, memory_bytes: int | None = None, seed: int = 0):
         super().__init__()
         check_choice("plugin.fpf.when", when, WHEN)
         check_int("plugin.fpf.buffer_size", buffer_size, 1)
+        check_int("plugin.fpf.memory_bytes", memory_bytes, 1, allow_none=True)
+        self.memory_bytes = memory_bytes
         self.tuner = FineTuner("plugin.fpf", modules, top_k, iterations, lr, batch_size, loss, kd_alpha, seed)
         self.when = when
         self.buffer_size = buffer_size
@@ -254,6 +259,9 @@ class FPF(Plugin):
             self.base_buffer, self.buffer = candidate, None
         else:
             self.base_buffer = None
+            if self.memory_bytes is not None:  # own buffer: as many samples as fit
+                self.buffer_size = samples_for_budget("plugin.fpf.memory_bytes", self.memory_bytes,
+                                                      sample_nbytes(stream, logits=self.tuner.loss == "kd"))
             self.buffer = ReplayBuffer(self.buffer_size, "reservoir", self.buffer_generator)
 
     def after_optimizer_step(self, batch: Batch) -> None:
@@ -263,7 +271,7 @@ class FPF(Plugin):
         if self.buffer is not None:
             if self.tuner.loss == "kd":
                 with torch.no_grad():  # our own insertion-time logits (after the step)
-                    self.buffer.add(x, y, task, logits=self.module(x, task))
+                    self.buffer.add(x, y, task, logits=self.module(x, task).float())
             else:
                 self.buffer.add(x, y, task)
 
@@ -271,7 +279,14 @@ class FPF(Plugin):
         self.tuner.sensitivity.record(self.module)  # the CL method's change, before our fine-tuning
         last = experience.index == len(self.stream) - 1
         if self.when == "every_experience" or last:
-            self.tuner.run(self.module, self.base_buffer if self.base_buffer is not None else self.buffer)
+            steps, samples = self.tuner.run(self.module, self.base_buffer if self.base_buffer is not None else self.buffer)
+            self.count_extra_steps("fpf", steps, samples)
+
+    def memory_parts(self) -> dict[str, int]:
+        """Own buffer only (a reused base buffer is the base's), plus the sensitivity snapshot."""
+        out = {"fpf_" + k: v for k, v in self.buffer.nbytes_by_part().items()} if self.buffer is not None else {}
+        out["fpf_snapshot"] = tensor_nbytes(self.tuner.sensitivity.previous)
+        return out
 
     def summary(self) -> dict[str, Any]:
         out = self.tuner.summary(self.module, self.stream_steps, self.stream_samples)
@@ -296,9 +311,12 @@ class KFPF(Strategy):
 
     def __init__(self, buffer_size: int = 500, k: int = 10, every_n_steps: int | None = None,
                  modules: Sequence[str] | str = DEFAULT_MODULES, top_k: int = 3, iterations: int = 20,
-                 lr: float = 0.05, batch_size: int = 32, loss: str = "ce", kd_alpha: float = 1.0, seed: int = 0):
+                 lr: float = 0.05, batch_size: int = 32, loss: str = "ce", kd_alpha: float = 1.0,
+                 memory_bytes: int | None = None, seed: int = 0):
         super().__init__()
         check_int("strategy.buffer_size", buffer_size, 1)
+        check_int("strategy.memory_bytes", memory_bytes, 1, allow_none=True)
+        self.memory_bytes, self.seed = memory_bytes, seed
         check_int("strategy.k", k, 1)
         check_int("strategy.every_n_steps", every_n_steps, 1, allow_none=True)
         self.tuner = FineTuner("strategy", modules, top_k, iterations, lr, batch_size, loss, kd_alpha, seed)
@@ -314,6 +332,10 @@ class KFPF(Strategy):
     def setup(self, module: "ContinualModule", stream: Stream) -> None:
         super().setup(module, stream)
         self.tuner.check(module)
+        if self.memory_bytes is not None:  # the buffer holds as many samples (with logits for kd) as fit
+            size = samples_for_budget("strategy.memory_bytes", self.memory_bytes,
+                                      sample_nbytes(stream, logits=self.stores_logits))
+            self.buffer = ReplayBuffer(size, "reservoir", seeded_generator(self.seed, 1))
 
     def _interval(self) -> int:
         """Steps between triggers: ``every_n_steps``, else the run's total steps / k.
@@ -337,18 +359,22 @@ class KFPF(Strategy):
     def after_optimizer_step(self, batch: Batch) -> None:
         x, y, task = batch
         if self.stores_logits and self._logits is not None:
-            self.buffer.add(x, y, task, logits=self._logits)
+            self.buffer.add(x, y, task, logits=self._logits.float())
         else:
             self.buffer.add(x, y, task)
         self._logits = None
         self.steps += 1
         self.samples += int(x.shape[0])
         if self.steps % self._interval() == 0:
-            self.tuner.run(self.module, self.buffer)
+            steps, samples = self.tuner.run(self.module, self.buffer)
+            self.count_extra_steps("fpf", steps, samples)
             self.triggers += 1
 
     def after_experience(self, experience: Experience) -> None:
         self.tuner.sensitivity.record(self.module)
+
+    def memory_parts(self) -> dict[str, int]:
+        return {**self.buffer.nbytes_by_part(), "fpf_snapshot": tensor_nbytes(self.tuner.sensitivity.previous)}
 
     def summary(self) -> dict[str, Any]:
         out = self.tuner.summary(self.module, self.steps, self.samples)

@@ -44,7 +44,7 @@ from torch.func import functional_call
 
 from clplat.errors import ConfigError, check_choice, check_float, check_int
 from clplat.stream import Experience, Scenario, Stream
-from clplat.strategy import Batch, Strategy, seeded_generator
+from clplat.strategy import Batch, Strategy, seeded_generator, tensor_nbytes
 
 from .hypernetworks import KINDS, RNNHypernet, TargetSpec, build_hypernet
 
@@ -308,6 +308,12 @@ class Hypernet(Strategy):
             for i, t in enumerate(candidates)])
         choice, chosen = lowest_entropy(logits)
         return torch.tensor(candidates, device=x.device)[choice], chosen
+
+    def memory_parts(self) -> dict[str, int]:
+        """The generator (parameters and buffers), the task embeddings and the stored outputs
+        (the regularizer's targets); the target network's own tensors are the model."""
+        return {"hypernet": tensor_nbytes(self.hnet), "embeddings": tensor_nbytes(self.embeddings),
+                "targets": tensor_nbytes(self.targets)}
 
     # -- reporting and checkpoints -----------------------------------------------------------
     def summary(self) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from clplat.stream import Experience, SequenceData
-from clplat.strategy import Strategy
+from clplat.strategy import Strategy, tensor_nbytes
 
 
 class Joint(Strategy):
@@ -21,6 +21,13 @@ class Joint(Strategy):
         if experience.index > 0:
             return None
         return SequenceData.concat([exp.train for exp in self.stream])
+
+    def memory_parts(self) -> dict[str, int]:
+        """During the first experience: every other experience's training data, trained on at once
+        (dropped afterwards; the peak keeps it)."""
+        if self.experience is None or self.experience.index > 0:
+            return {}
+        return {"data": tensor_nbytes([exp.train for exp in self.stream.experiences[1:]])}
 
     def budget_scale(self, experience: Experience) -> int:
         return len(self.stream) if experience.index == 0 else 0

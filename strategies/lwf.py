@@ -37,7 +37,7 @@ from torch import Tensor, nn
 from clplat.errors import check_float, check_int
 from clplat.heads import MultiHead
 from clplat.stream import Experience
-from clplat.strategy import Batch, Strategy, seeded_generator
+from clplat.strategy import Batch, Strategy, seeded_generator, tensor_nbytes
 
 from .common import epoch_batches, manual_steps
 
@@ -112,8 +112,10 @@ class LwF(Strategy):
             return F.cross_entropy(logits, position[y])
 
         head_params = [p for p in module.head.parameters() if p.requires_grad]
-        self.warmup_steps += manual_steps(
+        steps = manual_steps(
             module, head_params, epoch_batches(data, self.warmup_batch_size, self.warmup_epochs, self.generator), loss_fn)
+        self.warmup_steps += steps
+        self.count_extra_steps("warmup", steps, len(data) * self.warmup_epochs)
 
     def training_step(self, batch: Batch) -> Tensor:
         x, y, task = batch
@@ -131,6 +133,9 @@ class LwF(Strategy):
                 old = self.teacher["head"](old_features, ids)[:, classes]
             loss = loss + self.alpha * distillation(old, new, self.temperature)
         return loss
+
+    def memory_parts(self) -> dict[str, int]:
+        return {"teacher": tensor_nbytes(self.teacher)}
 
     def summary(self) -> dict[str, Any]:
         return {"lwf_warmup_steps": self.warmup_steps}

@@ -35,9 +35,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from clplat.buffers import sample_nbytes, samples_for_budget
 from clplat.errors import check_choice, check_int
-from clplat.stream import Experience, SequenceData
-from clplat.strategy import Batch, Strategy, seeded_generator
+from clplat.stream import Experience, SequenceData, Stream
+from clplat.strategy import Batch, Strategy, seeded_generator, tensor_nbytes
 
 from .common import epoch_batches, manual_steps, named_trainable, random_subset
 from .rehearsal_schedule import RecencyClock, check_schedule, plan_rehearsal
@@ -61,8 +62,11 @@ class PowerLawRehearsal(Strategy):
 
     def __init__(self, schedule: str = "power_law", exponent: float = 1.0, decay: float = 1.0,
                  rehearsal_size: int = 1000, pool_size: int | None = 500, when: str = "after_task",
-                 reset_recency: bool = False, rehearsal_epochs: int = 1, batch_size: int = 64, seed: int = 0):
+                 reset_recency: bool = False, rehearsal_epochs: int = 1, batch_size: int = 64,
+                 memory_bytes: int | None = None, seed: int = 0):
         super().__init__()
+        check_int("strategy.memory_bytes", memory_bytes, 1, allow_none=True)
+        self.memory_bytes = memory_bytes
         check_schedule("strategy", schedule, exponent, decay)
         check_int("strategy.rehearsal_size", rehearsal_size, 0)
         check_int("strategy.pool_size", pool_size, 1, allow_none=True)
@@ -80,6 +84,15 @@ class PowerLawRehearsal(Strategy):
         self.revisits: list[dict[str, Any]] = []  # one entry per rehearsal: time and samples per task
         self.rehearsal_steps = 0
         self._interleaved: tuple[int, SequenceData] | None = None
+        self._drawn: SequenceData | None = None  # the rehearsal set being trained on (counted in the peak)
+
+    def setup(self, module, stream: Stream) -> None:
+        """With ``memory_bytes``, every task's pool gets an equal share: ``pool_size`` is the most
+        samples per task such that the pools of all the stream's experiences fit."""
+        super().setup(module, stream)
+        if self.memory_bytes is not None:
+            self.pool_size = samples_for_budget("strategy.memory_bytes", self.memory_bytes, sample_nbytes(stream),
+                                                slots=len(stream))
 
     # -- the schedule ------------------------------------------------------------------------
     def _rehearsal_set(self, now: int) -> SequenceData | None:
@@ -102,6 +115,8 @@ class PowerLawRehearsal(Strategy):
             rehearsal = self._rehearsal_set(experience.index)
             data = experience.train if rehearsal is None else SequenceData.concat([experience.train, rehearsal])
             self._interleaved = (experience.index, data)
+            self._drawn = rehearsal
+            self.record_memory()  # held for the whole experience
         return self._interleaved[1]
 
     def after_experience(self, experience: Experience) -> None:
@@ -109,12 +124,14 @@ class PowerLawRehearsal(Strategy):
         index = random_subset(len(experience.train), self.pool_size, self.generator)
         self.pools[now] = experience.train.subset(index)
         self.clock.see(now, now)
-        self._interleaved = None
+        self._interleaved = self._drawn = None
         if self.when != "after_task":
             return
         rehearsal = self._rehearsal_set(now)
         if rehearsal is None:
             return
+        self._drawn = rehearsal
+        self.record_memory()  # held for the session
         module = self.module
         params = [p for _, p in named_trainable(module)]
 
@@ -122,8 +139,18 @@ class PowerLawRehearsal(Strategy):
             x, y, task = batch
             return self.criterion(module(x, task), y)
 
-        self.rehearsal_steps += manual_steps(
+        steps = manual_steps(
             module, params, epoch_batches(rehearsal, self.batch_size, self.rehearsal_epochs, self.generator), loss_fn)
+        self.rehearsal_steps += steps
+        self.count_extra_steps("rehearsal", steps, len(rehearsal) * self.rehearsal_epochs)
+        self._drawn = None
+
+    def memory_parts(self) -> dict[str, int]:
+        """The pools, and while one exists the drawn rehearsal set (so it reaches the peak only)."""
+        out = {"pools": tensor_nbytes(list(self.pools.values()))}
+        if self._drawn is not None:
+            out["rehearsal_set"] = tensor_nbytes(self._drawn)
+        return out
 
     def summary(self) -> dict[str, Any]:
         return {

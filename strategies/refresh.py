@@ -35,7 +35,7 @@ from torch import Tensor
 
 from clplat.errors import check_float, check_int
 from clplat.stream import Experience
-from clplat.strategy import Batch, Plugin, seeded_generator
+from clplat.strategy import Batch, Plugin, seeded_generator, tensor_nbytes
 
 from .common import named_trainable, to_device, zeros_like_params
 from .fisher import diagonal_fisher
@@ -94,6 +94,7 @@ class Refresh(Plugin):
             grads = torch.autograd.grad(loss, params, allow_unused=True)
             self._perturb(named, grads)
             self.unlearn_count += 1
+            self.count_extra_steps("unlearn", 1, x.shape[0])
 
     def before_training_step(self, batch: Batch) -> None:
         if self.gamma > 0 and self.unlearn_steps > 0:
@@ -103,7 +104,12 @@ class Refresh(Plugin):
         if experience.index == len(self.stream) - 1:
             return
         new = diagonal_fisher(self.module, experience.train, self.fisher_samples, self.fisher_generator)
+        n = len(experience.train)
+        self.count_samples("refresh_fisher", n if self.fisher_samples is None else min(self.fisher_samples, n))
         self.fisher = {n: self.fisher_decay * self.fisher[n] + f for n, f in new.items()}
+
+    def memory_parts(self) -> dict[str, int]:
+        return {"refresh_fisher": tensor_nbytes(self.fisher)}
 
     def summary(self) -> dict[str, Any]:
         return {"refresh_unlearn_steps": self.unlearn_count}

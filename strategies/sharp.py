@@ -195,6 +195,7 @@ class SHARP(Strategy):
         z = self.features(backbone(x))
         if self.stm.entries:
             h, y_m = self.stm.sample(self.replay_batch_size or x.shape[0], self.sample_generator)
+            self.count_samples("replay", h.shape[0])  # stored activations through the layers above
             z_m = self.features(backbone.forward_from(self.replay_layer, h.to(x.device)))
             z, y = torch.cat([z, z_m]), torch.cat([y, y_m.to(y.device)])
         if self.loss == "supcon":
@@ -341,6 +342,11 @@ class SHARP(Strategy):
     # -- reporting and checkpointing --------------------------------------------------------
     def memory_nbytes(self) -> int:
         return self.stm.nbytes() + self.ltm.nbytes()
+
+    def memory_parts(self) -> dict[str, int]:
+        """The two memories as ``memory_bytes`` counts them (masks and unit types are the sparse
+        model's structure, not memory; docs/strategies.md)."""
+        return {"activations": self.stm.nbytes(), "representations": self.ltm.nbytes()}
 
     def summary(self) -> dict[str, Any]:
         masked = [c for c in self.connections if c.name in self.masks]

@@ -25,7 +25,7 @@ from torch import Tensor
 
 from clplat.errors import ConfigError, check_float
 from clplat.stream import Experience, Stream
-from clplat.strategy import Batch, Strategy
+from clplat.strategy import Batch, Strategy, tensor_nbytes
 
 from .common import named_trainable, snapshot, to_device, zeros_like_params
 
@@ -94,6 +94,11 @@ class SI(Strategy):
             self.importance[name].add_(self.omega[name] / (delta.pow(2) + self.xi))
             self.anchor[name] = p.detach().clone()
             self.omega[name].zero_()
+
+    def memory_parts(self) -> dict[str, int]:
+        """Held between steps (the per-step gradient and parameter copies are transient)."""
+        return {"anchors": tensor_nbytes(self.anchor), "importance": tensor_nbytes(self.importance),
+                "path_integral": tensor_nbytes(self.omega)}
 
     def summary(self) -> dict[str, Any]:
         flat = torch.cat([v.flatten() for v in self.importance.values()]) if self.importance else torch.zeros(1)

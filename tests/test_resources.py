@@ -1,0 +1,158 @@
+"""summary.json's ``resources``: memory held and compute spent, checked against hand counts on the
+TINY config (5 experiences of split MNIST-1D, 6 steps of batch 16 each), and the memory budget."""
+
+from __future__ import annotations
+
+import pytest
+
+from clplat.errors import ConfigError
+from clplat.experiment import build_stream, run_experiment
+
+KEYS = {"memory_bytes", "memory_bytes_by_part", "peak_memory_bytes", "memory_budget_bytes", "stream_samples",
+        "samples_processed", "samples_by_part", "optimizer_steps", "extra_steps", "extra_steps_by_part"}
+FAST = ["trainer.checkpoint=false", "plots=false"]
+
+
+def run(make_cfg, *overrides: str):
+    cfg = make_cfg(*FAST, *overrides)
+    summary = run_experiment(cfg).summary
+    res = summary["resources"]
+    assert set(res) == KEYS
+    assert res["memory_bytes"] == sum(res["memory_bytes_by_part"].values())
+    assert res["samples_processed"] == sum(res["samples_by_part"].values())
+    assert res["extra_steps"] == sum(res["extra_steps_by_part"].values())
+    assert res["stream_samples"] == res["samples_by_part"]["stream"]
+    assert res["optimizer_steps"] == summary["global_iters"] == 6 * 5
+    assert res["peak_memory_bytes"] >= res["memory_bytes"]
+    return cfg, summary, res
+
+
+def stream_batches(cfg) -> list[int]:
+    """The sizes of the batches ``ExperienceLoader`` yields: 6 per experience, a pass's last one short."""
+    sizes = []
+    for exp in build_stream(cfg):
+        n, start = len(exp.train), 0
+        for _ in range(cfg.trainer.iterations):
+            start = 0 if start >= n else start
+            sizes.append(min(cfg.trainer.batch_size, n - start))
+            start += cfg.trainer.batch_size
+    return sizes
+
+
+def per_sample(cfg, logits: bool = False) -> int:
+    stream = build_stream(cfg)
+    T, F = stream.input_shape
+    return T * F * 4 + 8 + 8 + (4 * stream.num_classes if logits else 0)
+
+
+def param_bytes(summary) -> int:
+    return 4 * (summary["params"]["backbone"] + summary["params"]["head"])
+
+
+def test_replay_counts_its_buffer_and_every_replayed_sample(make_cfg):
+    cfg, _, res = run(make_cfg, "strategy=replay", "strategy.buffer_size=50")
+    batches = stream_batches(cfg)
+    replayed, seen = 0, 0
+    for b in batches:  # a replay minibatch of the batch's size, once the buffer holds anything
+        replayed += min(b, min(seen, 50)) if seen else 0
+        seen += b
+    assert res["memory_bytes_by_part"] == {"buffer": 50 * per_sample(cfg)}
+    assert res["peak_memory_bytes"] == res["memory_bytes"]
+    assert res["stream_samples"] == sum(batches)
+    assert res["samples_by_part"] == {"stream": sum(batches), "replay": replayed}
+    assert res["extra_steps"] == 0 and res["memory_budget_bytes"] is None
+
+
+def test_derpp_counts_logits_and_both_draws(make_cfg):
+    cfg, _, res = run(make_cfg, "strategy=derpp")
+    batches = stream_batches(cfg)
+    assert res["memory_bytes_by_part"] == {"buffer": 500 * per_sample(cfg),
+                                           "buffer_logits": 500 * 4 * build_stream(cfg).num_classes}
+    # every batch holds >= 16 samples after the first step, so both draws take a full batch
+    assert res["samples_by_part"] == {"stream": sum(batches), "replay": 2 * sum(batches[1:])}
+
+
+def test_memory_budget_gives_replay_and_derpp_equal_bytes(make_cfg):
+    budget = 2 * 4752  # a multiple of both 176 (replay's sample) and 216 (with DER's 10 logits)
+    _, rs, replay = run(make_cfg, "strategy=replay", f"memory_budget_bytes={budget}")
+    cfg, ds, derpp = run(make_cfg, "strategy=derpp", f"memory_budget_bytes={budget}")
+    assert (per_sample(cfg), per_sample(cfg, logits=True)) == (176, 216)
+    assert replay["memory_bytes"] == derpp["memory_bytes"] == budget
+    assert replay["memory_budget_bytes"] == derpp["memory_budget_bytes"] == budget
+    assert (rs["strategy_state"]["buffer_size"], ds["strategy_state"]["buffer_size"]) == (54, 44)  # fewer samples
+
+
+def test_a_budget_too_small_for_one_sample_is_one_line(make_cfg):
+    with pytest.raises(ConfigError, match=r"^strategy.memory_bytes=100 is not valid: cannot hold one stored sample "
+                                          r"\(176 bytes: x 160 \+ y 8 \+ task 8\); raise it$"):
+        run_experiment(make_cfg(*FAST, "strategy=replay", "memory_budget_bytes=100"))
+    with pytest.raises(ConfigError, match="memory_budget_bytes=0 is not valid"):
+        run_experiment(make_cfg(*FAST, "strategy=replay", "memory_budget_bytes=0"))
+
+
+def test_power_law_counts_pools_and_rehearsal_sessions(make_cfg):
+    # budget for 7 samples per task: pools = 5 x 7 x 176; 4 sessions of 48 samples in batches of 16
+    cfg, summary, res = run(make_cfg, "strategy=power_law", "strategy.rehearsal_size=48", "strategy.batch_size=16",
+                            f"memory_budget_bytes={5 * 7 * 176 + 100}")
+    assert res["memory_bytes_by_part"] == {"pools": 5 * 7 * per_sample(cfg)}
+    assert res["peak_memory_bytes"] == (5 * 7 + 48) * per_sample(cfg)  # during the last session
+    assert summary["strategy_state"]["pool_samples"] == 35
+    assert res["extra_steps_by_part"] == {"rehearsal": 4 * 3}
+    assert res["samples_by_part"] == {"stream": sum(stream_batches(cfg)), "rehearsal": 4 * 48}
+    assert summary["strategy_state"]["rehearsal_samples"] == 4 * 48
+
+
+def test_power_law_interleaved_counts_its_rehearsal_set_in_the_peak(make_cfg):
+    cfg, _, res = run(make_cfg, "strategy=power_law", "strategy.when=interleaved", "strategy.rehearsal_size=48",
+                      "strategy.pool_size=20")
+    assert res["memory_bytes_by_part"] == {"pools": 5 * 20 * per_sample(cfg)}
+    assert res["peak_memory_bytes"] == (4 * 20 + 48) * per_sample(cfg)  # pools 0-3 and experience 4's set
+    assert res["extra_steps"] == 0 and set(res["samples_by_part"]) == {"stream"}
+
+
+def test_ewc_counts_one_fisher_and_anchor_per_past_task(make_cfg):
+    cfg, summary, res = run(make_cfg, "strategy=ewc", "strategy.fisher_samples=8")
+    assert res["memory_bytes_by_part"] == {"fisher": 4 * param_bytes(summary), "anchors": 4 * param_bytes(summary)}
+    assert res["samples_by_part"] == {"stream": sum(stream_batches(cfg)), "fisher": 4 * 8}
+
+
+def test_kfpf_counts_its_buffer_snapshot_and_fine_tuning(make_cfg):
+    cfg, summary, res = run(make_cfg, "strategy=kfpf", "strategy.iterations=2", "strategy.batch_size=8")
+    assert res["memory_bytes_by_part"] == {"buffer": 500 * per_sample(cfg), "fpf_snapshot": param_bytes(summary)}
+    # k=10 triggers over 30 steps, 2 steps of 8 samples each
+    assert res["extra_steps_by_part"] == {"fpf": 20}
+    assert res["samples_by_part"] == {"stream": sum(stream_batches(cfg)), "fpf": 160}
+    assert summary["strategy_state"]["fpf_samples"] == 160
+
+
+def test_replay_with_fpf_shares_the_buffer_and_adds_fine_tuning(make_cfg):
+    cfg, summary, res = run(make_cfg, "strategy=replay", "plugin=[fpf]", "plugin.fpf.iterations=3",
+                            "plugin.fpf.batch_size=8", "memory_budget_bytes=17600")
+    assert res["memory_bytes_by_part"] == {"buffer": 17600, "fpf_snapshot": param_bytes(summary)}  # 100 samples
+    assert res["extra_steps_by_part"] == {"fpf": 3}
+    assert res["samples_by_part"]["fpf"] == 24
+
+
+def test_naive_with_fpf_sizes_its_own_buffer_from_the_budget(make_cfg):
+    cfg, summary, res = run(make_cfg, "strategy=naive", "plugin=[fpf]", "plugin.fpf.iterations=1",
+                            "plugin.fpf.loss=kd", "memory_budget_bytes=2160")
+    assert res["memory_bytes_by_part"] == {"fpf_buffer": 10 * 176, "fpf_buffer_logits": 10 * 40,
+                                           "fpf_snapshot": param_bytes(summary)}
+
+
+def test_hypernet_counts_generator_embeddings_and_stored_outputs(make_cfg):
+    cfg, summary, res = run(make_cfg, "strategy=hypernet")
+    state = summary["strategy_state"]
+    assert res["memory_bytes_by_part"] == {"hypernet": 4 * state["hypernet_params"],
+                                           "embeddings": 4 * state["hypernet_embedding_params"],
+                                           "targets": 4 * state["hypernet_stored_target_floats"]}
+    assert state["hypernet_stored_target_floats"] == 4 * state["hypernet_target_params"]  # 4 previous tasks
+    assert res["samples_by_part"] == {"stream": sum(stream_batches(cfg))}
+
+
+def test_sharp_reports_the_memories_its_own_budget_counts(make_cfg):
+    _, summary, res = run(make_cfg, "strategy=sharp", "backbone.num_layers=2", "strategy.phases=2")
+    state = summary["strategy_state"]
+    assert res["memory_bytes_by_part"] == {"activations": state["sharp_stm_bytes"],
+                                           "representations": state["sharp_ltm_bytes"]}
+    assert res["peak_memory_bytes"] == state["sharp_peak_memory_bytes"]
