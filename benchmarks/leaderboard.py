@@ -1,0 +1,251 @@
+"""The leaderboard: every strategy and plugin combination, tuned by the same protocol, per scenario.
+
+For each reference scenario and each method this runs ``clplat-tune`` (the same trial budget for
+every method, selection on the validation split of a *tuning stream*: the scenario with another
+class order / permutation / data seed), then the chosen values on the *evaluation stream*'s test
+data over 5 seeds, all at one memory budget in bytes for the methods that store data. It then
+writes ``docs/leaderboard.md``: per scenario, mean and 95 % CI of the final accuracy and
+forgetting, the paired difference to the scenario's baseline over shared seeds (marked "not
+significant" when its CI contains 0), memory held, optimizer steps, samples processed and wall
+time, and the tuned values.
+
+Everything is resumable: a study continues where it stopped and finished evaluation runs are
+kept, so running the same command again after a kill goes on with what is missing.
+
+    python benchmarks/leaderboard.py --out /work/leaderboard                 # the full board
+    python benchmarks/leaderboard.py --out /tmp/lb --small --write docs/x.md # a minutes-long check
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from clplat.analysis.stats import paired_difference, summarize_seeds  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A reference scenario: its recipe, how the tuning stream differs from the evaluation stream,
+    the memory budget every buffer gets, and the row every method is compared with."""
+
+    name: str
+    recipe: list[str]
+    tuning: list[str]
+    evaluation: list[str]
+    memory_budget_bytes: int
+    baseline: str = "replay"
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    overrides: list[str]
+    note: str = ""
+
+
+# 500 raw MNIST-1D samples (40 float32 + int64 label + int64 task id = 176 bytes each)
+MNIST1D_BUDGET = 500 * 176
+
+SCENARIOS = [
+    Scenario("class-IL: split MNIST-1D", ["experiment=reference_classil"],
+             tuning=["stream.order_seed=1"], evaluation=["stream.order_seed=null"],
+             memory_budget_bytes=MNIST1D_BUDGET),
+    Scenario("task-IL: split MNIST-1D", ["experiment=reference_taskil"],
+             tuning=["stream.order_seed=1"], evaluation=["stream.order_seed=null"],
+             memory_budget_bytes=MNIST1D_BUDGET),
+    Scenario("domain-IL", ["experiment=reference_domainil"],
+             tuning=["stream.permutation_seed=1"], evaluation=["stream.permutation_seed=0"],
+             memory_budget_bytes=MNIST1D_BUDGET),
+    Scenario("curriculum", ["experiment=reference_curriculum"],
+             tuning=["stream.seed=1"], evaluation=["stream.seed=0"],
+             memory_budget_bytes=MNIST1D_BUDGET),
+]
+
+METHODS = [
+    Method("naive", ["strategy=naive"]),
+    Method("joint", ["strategy=joint"], "upper bound: all data at once"),
+    Method("cumulative", ["strategy=cumulative"], "stores every sample seen (memory not bounded)"),
+    Method("replay", ["strategy=replay"]),
+    Method("der", ["strategy=der"]),
+    Method("derpp", ["strategy=derpp"]),
+    Method("agem", ["strategy=agem"]),
+    Method("ewc", ["strategy=ewc"]),
+    Method("ewc_online", ["strategy=ewc_online"]),
+    Method("si", ["strategy=si"]),
+    Method("lwf", ["strategy=lwf"]),
+    Method("power_law", ["strategy=power_law"]),
+    Method("kfpf", ["strategy=kfpf"]),
+    Method("hypernet", ["strategy=hypernet"]),
+    Method("sharp", ["strategy=sharp", "backbone.num_layers=2"], "2-layer backbone (SHARP replays layer-0 activations)"),
+    Method("replay+refresh", ["strategy=replay", "plugin=[refresh]"]),
+    Method("derpp+refresh", ["strategy=derpp", "plugin=[refresh]"], "the authors' refresh setting (DER++)"),
+    Method("replay+fpf", ["strategy=replay", "plugin=[fpf]"]),
+]
+
+SMALL = ["stream.source.num_samples=300", "backbone.hidden_size=8", "trainer.iterations=2", "trainer.epochs=null",
+         "trainer.batch_size=16", "eval.subset_size=20", "eval.every_n_iters=2"]
+
+
+@dataclass
+class Row:
+    method: Method
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    tuned: dict[str, Any] = field(default_factory=dict)
+    validation: float | None = None
+
+
+def run_method(out: Path, scenario: Scenario, method: Method, trials: int, jobs: int, launcher: str,
+               eval_seeds: str, extra: list[str]) -> Path:
+    study = out / slug(scenario.name) / method.name
+    command = [sys.executable, "-m", "clplat.tune", str(study), "--trials", str(trials), "--jobs", str(jobs),
+               "--launcher", launcher, "--eval-seeds", eval_seeds, "--evaluate", *scenario.evaluation, "--",
+               *scenario.recipe, *method.overrides, *scenario.tuning,
+               f"memory_budget_bytes={scenario.memory_budget_bytes}", *extra]
+    subprocess.run(command, cwd=ROOT, check=False)
+    return study
+
+
+def slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in text.lower()).strip("_")
+
+
+def read_row(study: Path, method: Method) -> Row:
+    row = Row(method)
+    best = study / "tuned" / "best.yaml"
+    if best.is_file():
+        import yaml
+
+        def flat(node: Any, prefix: str = "") -> dict[str, Any]:
+            if not isinstance(node, dict):
+                return {prefix: node}
+            out: dict[str, Any] = {}
+            for key, value in node.items():
+                out.update(flat(value, f"{prefix}.{key}" if prefix else key))
+            return out
+
+        row.tuned = flat(yaml.safe_load(best.read_text().split("\n", 1)[1]) or {})
+    for summary in sorted((study / "evaluation").glob("best_seed*/summary.json")):
+        row.runs.append(json.loads(summary.read_text()))
+    return row
+
+
+def by_seed(row: Row, key: str) -> dict[int, Any]:
+    def get(summary: dict[str, Any]) -> Any:
+        node: Any = summary
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        return node
+
+    return {int(s["seed"]): get(s) for s in row.runs}
+
+
+def cell(values: dict[int, Any], decimals: int = 3) -> str:
+    s = summarize_seeds(values.values())
+    if s.n == 0:
+        return "n/a"
+    if s.n == 1:
+        return f"{s.mean:.{decimals}f} (1 seed)"
+    return f"{s.mean:.{decimals}f} [{s.low:.{decimals}f}, {s.high:.{decimals}f}]"
+
+
+def mean_of(values: dict[int, Any]) -> str:
+    s = summarize_seeds(values.values())
+    return "n/a" if s.n == 0 else f"{s.mean:,.0f}"
+
+
+def scenario_table(scenario: Scenario, rows: list[Row]) -> list[str]:
+    baseline = next((r for r in rows if r.method.name == scenario.baseline), None)
+    lines = [f"## {scenario.name}", "",
+             f"Recipe `{' '.join(scenario.recipe)}`; tuned on `{' '.join(scenario.tuning)}` (validation split), "
+             f"evaluated on `{' '.join(scenario.evaluation)}` (test data); memory budget "
+             f"{scenario.memory_budget_bytes:,} bytes for every method that stores data.", "",
+             f"| method | seeds | final acc [95 % CI] | vs {scenario.baseline} (paired) | forgetting [95 % CI] "
+             "| memory (bytes) | optimizer steps | samples processed | wall time (s) | tuned values |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    ranked = sorted(rows, key=lambda r: -(summarize_seeds(by_seed(r, "avg_acc").values()).mean
+                                          if r.runs else -1.0))
+    for row in ranked:
+        if not row.runs:
+            lines.append(f"| {row.method.name} | 0 | not run | | | | | | | |")
+            continue
+        acc = by_seed(row, "avg_acc")
+        if baseline is None or row is baseline or not baseline.runs:
+            versus = "baseline" if row is baseline else "n/a"
+        else:
+            d = paired_difference(acc, by_seed(baseline, "avg_acc"))
+            versus = (f"{d.mean:+.3f} [{d.low:+.3f}, {d.high:+.3f}] "
+                      f"{'significant' if d.significant else 'not significant'}" if d.defined
+                      else "n/a (needs >= 2 shared seeds)")
+        tuned = ", ".join(f"`{k}={v:.3g}`" if isinstance(v, float) else f"`{k}={v}`" for k, v in row.tuned.items())
+        name = row.method.name + (f" ({row.method.note})" if row.method.note else "")
+        lines.append(" | ".join([
+            f"| {name}", str(len(row.runs)), cell(acc), versus, cell(by_seed(row, "forgetting")),
+            mean_of(by_seed(row, "resources.memory_bytes")), mean_of(by_seed(row, "resources.optimizer_steps")),
+            mean_of(by_seed(row, "resources.samples_processed")), cell(by_seed(row, "wall_time_s"), 1),
+            tuned]) + " |")
+    return lines + [""]
+
+
+def write_board(path: Path, out: Path, scenarios: list[Scenario], methods: list[Method], args: argparse.Namespace,
+                elapsed: float) -> None:
+    lines = ["# Leaderboard", "",
+             "Every method tuned by the same protocol (`clplat-tune`, Cha & Cho 2024): "
+             f"{args.trials} Optuna trials per method on the validation split of the tuning stream, selected on "
+             "final average accuracy; the chosen values then run on the evaluation stream's test data, seeds "
+             f"{args.eval_seeds}. Cells: mean [95 % t interval over seeds]; the paired column is the mean "
+             "per-seed difference to the baseline row with its interval, \"not significant\" when the interval "
+             "contains 0. Memory is what the method holds beyond the model (buffers, stored logits, Fisher "
+             "and anchors, generators; `docs/metrics.md`, Resources); steps and samples include every extra "
+             "fine-tuning, rehearsal or unlearning step.", "",
+             f"Produced by `python benchmarks/leaderboard.py --out {out} --trials {args.trials} "
+             f"--jobs {args.jobs}` ({elapsed / 3600:.2f} h of wall time in the last invocation).", ""]
+    for scenario in scenarios:
+        rows = [read_row(out / slug(scenario.name) / m.name, m) for m in methods]
+        lines += scenario_table(scenario, rows)
+    path.write_text("\n".join(lines))
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True, help="where studies and runs are kept (resumable)")
+    parser.add_argument("--trials", type=int, default=16)
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--launcher", default="joblib")
+    parser.add_argument("--eval-seeds", default="0,1,2,3,4")
+    parser.add_argument("--scenarios", nargs="*", help="scenario names (default: all)")
+    parser.add_argument("--methods", nargs="*", help="method names (default: all)")
+    parser.add_argument("--small", action="store_true", help="tiny budgets: checks the pipeline in minutes")
+    parser.add_argument("--write", type=Path, default=ROOT / "docs" / "leaderboard.md")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    scenarios = [s for s in SCENARIOS if not args.scenarios or s.name in args.scenarios or slug(s.name) in args.scenarios]
+    methods = [m for m in METHODS if not args.methods or m.name in args.methods]
+    build(args, scenarios, methods)
+    print(f"leaderboard: {args.write}")
+
+
+def build(args: argparse.Namespace, scenarios: list[Scenario], methods: list[Method]) -> None:
+    """Tune and evaluate every (scenario, method) not finished yet, then write the board."""
+    extra = SMALL if args.small else []
+    started = time.perf_counter()
+    for scenario in scenarios:
+        for method in methods:
+            run_method(args.out, scenario, method, args.trials, args.jobs, args.launcher, args.eval_seeds, extra)
+    write_board(args.write, args.out, scenarios, methods, args, time.perf_counter() - started)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,45 @@
+"""The leaderboard pipeline at a tiny budget: tuning, evaluation, the table with CIs and paired tests."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_leaderboard():
+    spec = importlib.util.spec_from_file_location("leaderboard", ROOT / "benchmarks" / "leaderboard.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["leaderboard"] = module  # dataclasses resolve their annotations through it
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_small_board_tunes_evaluates_and_compares(tmp_path):
+    lb = load_leaderboard()
+    scenario = lb.Scenario("class-IL: tiny", ["stream=split_mnist1d", "stream.n_experiences=2",
+                                              "stream.classes_per_experience=5"],
+                           tuning=["stream.order_seed=1"], evaluation=["stream.order_seed=null"],
+                           memory_budget_bytes=20 * 176)
+    methods = [lb.Method("naive", ["strategy=naive"]), lb.Method("replay", ["strategy=replay"])]
+    board = tmp_path / "board.md"
+    args = lb.parse_args(["--out", str(tmp_path / "out"), "--small", "--trials", "1", "--jobs", "1",
+                          "--launcher", "basic", "--eval-seeds", "0,1", "--write", str(board)])
+    lb.build(args, [scenario], methods)
+    text = board.read_text()
+    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in text.splitlines()
+            if line.startswith(("| naive", "| replay"))}
+    assert set(rows) == {"naive", "replay"}
+    assert rows["naive"][1] == "2" and "[" in rows["naive"][2]  # 2 seeds: mean [CI]
+    assert "significant" in rows["naive"][3] and rows["replay"][3] == "baseline"
+    assert rows["replay"][5] == f"{20 * 176:,}"  # the buffer holds exactly the budget
+    assert "optimizer.lr=" in rows["naive"][-1]
+    # every evaluation run scored test data of the evaluation stream with the tuned values
+    for method in ("naive", "replay"):
+        for seed in (0, 1):
+            summary = json.loads((tmp_path / "out" / "class_il__tiny" / method / "evaluation"
+                                  / f"best_seed{seed}" / "summary.json").read_text())
+            assert summary["eval"]["split"] == "test" and summary["seed"] == seed
