@@ -22,7 +22,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from clplat.analysis.plots import DEFAULT_DPI, pick_panels, zoom_extent
+from clplat.analysis.plots import DEFAULT_DPI, fitted_ylim, pick_panels, zoom_extent
 from clplat.analysis.runs import collect_runs, group_labels, load_run, swept_keys
 from clplat.evaluation.metrics import boundary_iters, min_acc_curve, prepare_table, wc_acc_curve
 
@@ -101,6 +101,12 @@ def _draw_band(ax: Axes, stats: pd.DataFrame, color: tuple, label: str) -> None:
         ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.2, lw=0)
 
 
+def _band_extent(stats: pd.DataFrame) -> np.ndarray:
+    """Every value a drawn band reaches (mean ± std), for fitting the accuracy axis to it."""
+    mean, std = stats["mean"].to_numpy(float), np.nan_to_num(stats["std"].to_numpy(float))
+    return np.concatenate([mean - std, mean + std])
+
+
 def _group_order(frame: pd.DataFrame) -> list[str]:
     return sorted(frame["group"].astype(str).unique())
 
@@ -117,13 +123,15 @@ def metric_curves_figure(curves: pd.DataFrame, metrics: Sequence[str] = ("acc_se
     axes = fig.subplots(len(metrics), 1, squeeze=False, sharex=True).ravel()
     ends = sorted(set(curves.loc[curves["boundary"].astype(bool), "global_iter"].astype(int)))
     for ax, metric in zip(axes, metrics):
+        shown = []
         for i, group in enumerate(groups):
             stats = _band(curves.loc[curves["group"] == group], "global_iter", metric)
             if len(stats):
                 _draw_band(ax, stats, group_color(i, len(groups)), group)
+                shown.append(_band_extent(stats))
         for n, t_end in enumerate(ends):
             ax.axvline(t_end, color="0.6", ls="--", lw=0.7, label="end of an experience" if n == 0 else None)
-        ax.set_ylim(-0.02, 1.02)
+        ax.set_ylim(*fitted_ylim(np.concatenate(shown) if shown else np.array([])))
         ax.set_xlabel("global iteration")
         ax.set_ylabel(METRIC_TITLES[metric])
         ax.grid(alpha=0.3)
@@ -200,15 +208,17 @@ def stability_gap_comparison_figure(gaps: pd.DataFrame, zoom_iters: int | None =
                 length = float(stats.index.max())
                 g_lo, g_hi = zoom_extent(0, int(length), deepest, spacing, zoom_iters)
                 lo, hi = min(lo, g_lo), max(hi, g_hi)
+        shown = []
         for i, group in enumerate(groups):
             rows = panel.loc[(panel["group"] == group) & (panel["rel_iter"] >= lo) & (panel["rel_iter"] <= hi)]
             stats = _band(rows, "rel_iter", "acc_prev")
             if len(stats):
                 _draw_band(ax, stats, group_color(i, len(groups)), group)
+                shown.append(_band_extent(stats))
         ax.axvline(0, color="0.5", ls="--", lw=0.8)
         ax.set_xlim(lo, hi)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylim(-0.02, 1.02)
+        ax.set_ylim(*fitted_ylim(np.concatenate(shown) if shown else np.array([])))
         ax.set_title(f"experience {k - 1} \u2192 {k}", fontsize="medium")
         ax.set_xlabel("iterations after the boundary")
         ax.set_ylabel(f"mean acc. tasks 0..{k - 1}")
