@@ -83,9 +83,9 @@ class MambaLayer(RecurrentLayer):
             xc = causal_conv1d_silu_cpu(xs, self.conv.weight, self.conv.bias)
         else:
             xc = F.silu(self.conv(xs.transpose(1, 2))[..., :T].transpose(1, 2))
-        delta, B, C = self._project(xc)
-        y = selective_scan(xc, delta, -torch.exp(self.A_log), B, C, self.D, z,
-                           delta_bias=self.dt_proj.bias, delta_softplus=True, backend=backend)
+        dt_r, B, C = self.x_proj(xc).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
+        y = selective_scan(xc, dt_r, -torch.exp(self.A_log), B, C, self.D, z, delta_bias=self.dt_proj.bias,
+                           delta_softplus=True, backend=backend, delta_proj_weight=self.dt_proj.weight)
         return u + self.out_proj(y)  # type: ignore[arg-type]
 
     def init_state(self, x_t: Tensor) -> tuple[Tensor, Tensor]:

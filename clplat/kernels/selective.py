@@ -79,7 +79,7 @@ _TORCH_BLOCK_ELEMENTS = 1 << 24
 
 
 def _check(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None, z: Tensor | None,
-           delta_bias: Tensor | None) -> None:
+           delta_bias: Tensor | None, delta_proj_weight: Tensor | None = None) -> None:
     """Shape checks with messages that name the offending argument and the expected shape."""
     if u.dim() != 3:
         raise ValueError(f"selective_scan: u must have shape (B, T, Din), got {tuple(u.shape)}")
@@ -87,8 +87,12 @@ def _check(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor 
     if A.dim() != 2 or A.shape[0] != Din:
         raise ValueError(f"selective_scan: A must have shape (Din, N) = ({Din}, N), got {tuple(A.shape)}")
     N = A.shape[1]
+    if delta_proj_weight is not None and (delta_proj_weight.dim() != 2 or delta_proj_weight.shape[0] != Din):
+        raise ValueError(f"selective_scan: delta_proj_weight must have shape (Din, R) = ({Din}, R), "
+                         f"got {tuple(delta_proj_weight.shape)}")
+    R = None if delta_proj_weight is None else delta_proj_weight.shape[1]
     expected = {
-        "delta": (delta, (Bsz, T, Din)),
+        "delta": (delta, (Bsz, T, Din if R is None else R)),
         "B": (B, (Bsz, T, N)),
         "C": (C, (Bsz, T, N)),
         "D": (D, (Din,)),
@@ -188,6 +192,7 @@ def selective_scan(
     return_last_state: bool = False,
     backend: str = "auto",
     channel_block: int | None = None,
+    delta_proj_weight: Tensor | None = None,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Mamba-1 selective scan; see the module docstring for shapes and semantics.
 
@@ -197,19 +202,26 @@ def selective_scan(
         backend: ``auto`` (see :func:`resolve_selective_backend`), ``cpp`` (CPU), ``triton``, ``torch``
             or ``reference``.
         channel_block: torch path only: channels per block (default bounds memory to ~64 MiB).
+        delta_proj_weight: optional ``(Din, R)``: ``delta`` is then ``(B, T, R)`` and the step size
+            is ``delta @ delta_proj_weight.T`` before bias/softplus (Mamba's low-rank ``dt_proj``);
+            fused into the ``cpp`` kernel, an ``F.linear`` first on the other backends.
 
     Returns ``y (B, T, Din)`` in ``u``'s dtype (and the last state). Computation is in fp32 for
     fp16/bf16 inputs, like mamba-ssm's reference.
     """
-    _check(u, delta, A, B, C, D, z, delta_bias)
+    _check(u, delta, A, B, C, D, z, delta_bias, delta_proj_weight)
     chosen = resolve_selective_backend(backend, u.device, u.shape[0], u.shape[1], u.shape[2], A.shape[1])
+    if delta_proj_weight is not None and chosen != "cpp":
+        delta = F.linear(delta, delta_proj_weight)
+        delta_proj_weight = None
     if chosen == "reference":
         return selective_scan_ref(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
     out_dtype = u.dtype
     compute = torch.promote_types(out_dtype, torch.float32)
     if chosen == "cpp":  # bias, softplus, D and the z gate are fused into the kernel
-        cast = [None if x is None else x.to(compute) for x in (u, delta, A, B, C, D, z, delta_bias)]
-        y, last = selective_scan_core_cpu(*cast, delta_softplus=delta_softplus)
+        cast = [None if x is None else x.to(compute)
+                for x in (u, delta, A, B, C, D, z, delta_bias, delta_proj_weight)]
+        y, last = selective_scan_core_cpu(*cast[:8], delta_softplus=delta_softplus, delta_proj_weight=cast[8])
         y = y.to(out_dtype)
         return (y, last) if return_last_state else y
     uc, dc = u.to(compute), delta.to(compute)

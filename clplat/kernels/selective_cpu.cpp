@@ -211,6 +211,8 @@ struct Args {
   const T* Dv;     // (Din,) or null
   const T* dbias;  // (Din,) or null: dt <- dt + dbias
   bool softplus;   // dt <- softplus(dt) (after the bias)
+  const T* WdtT;   // (R, Din) or null: dt rows hold R numbers and dt <- dt @ WdtT first (low rank)
+  int64_t R;
   int64_t Bsz, L, Din, N, K;
   const T* row(const Rows<T>& r, int64_t b, int64_t t) const { return r.ptr + (b * L + t) * r.stride; }
 };
@@ -264,10 +266,19 @@ void load_ckpt(const Args<T>& p, const T* ckpt, int64_t b, int64_t c, int64_t d0
   }
 }
 
-// The step size of lanes d0.. at (b, t), after bias and softplus; sig = its derivative wrt the raw input.
+// The step size of lanes d0.. at (b, t), after projection, bias and softplus; sig = its derivative
+// wrt the pre-softplus value. Wblk: the block's R projection vectors (low-rank dt only).
 template <typename T>
-inline V<T> load_dt(const Args<T>& p, int64_t b, int64_t t, int64_t d0, int64_t w, V<T> biasv, V<T>* sig) {
-  V<T> x = load_row(p.row(p.dt, b, t) + d0, w);
+inline V<T> load_dt(const Args<T>& p, int64_t b, int64_t t, int64_t d0, int64_t w, V<T> biasv, const V<T>* Wblk,
+                    V<T>* sig) {
+  V<T> x;
+  if (p.WdtT) {
+    const T* r = p.row(p.dt, b, t);
+    x = V<T>{};
+    for (int64_t k = 0; k < p.R; ++k) x += r[k] * Wblk[k];
+  } else {
+    x = load_row(p.row(p.dt, b, t) + d0, w);
+  }
   if (p.dbias) x += biasv;
   if (!p.softplus) {
     if (sig) *sig = splat(T(1));
@@ -279,6 +290,14 @@ inline V<T> load_dt(const Args<T>& p, int64_t b, int64_t t, int64_t d0, int64_t 
     for (int i = w; i < W; ++i) sp[i] = T(0);  // padded lanes: dt = 0 exactly
   if (sig) *sig = sg;
   return sp;
+}
+
+template <typename T>
+void load_W(const Args<T>& p, int64_t d0, int64_t w, V<T>* Wblk) {
+  for (int64_t k = 0; k < p.R; ++k) {
+    Wblk[k] = V<T>{};
+    for (int64_t i = 0; i < w; ++i) Wblk[k][i] = p.WdtT[k * p.Din + d0 + i];
+  }
 }
 
 // One recurrence step for a block: hout = a * hin + dt u B (hout may alias hin); returns
@@ -310,16 +329,17 @@ inline V<T> gate_out(V<T> core, V<T> uu, V<T> Dblk, const T* zrow, int64_t w, bo
 
 template <typename T>
 void forward_seq(const Args<T>& p, int64_t b, T* y, T* last, T* ckpt) {
-  VecBuf<T> h(p.N), Ablk(p.N);
+  VecBuf<T> h(p.N), Ablk(p.N), Wblk(p.R);
   for (int64_t d0 = 0; d0 < p.Din; d0 += W) {
     const int64_t w = std::min<int64_t>(W, p.Din - d0);
     load_A(p, d0, w, Ablk.data());
     const V<T> Dblk = p.Dv ? load_row(p.Dv + d0, w) : V<T>{};
     const V<T> biasv = p.dbias ? load_row(p.dbias + d0, w) : V<T>{};
+    if (p.WdtT) load_W(p, d0, w, Wblk.data());
     for (int64_t n = 0; n < p.N; ++n) h[n] = V<T>{};
     for (int64_t t = 0; t < p.L; ++t) {
       if (ckpt && t % p.K == 0) save_ckpt(p, ckpt, b, t / p.K, d0, w, h.data());
-      const V<T> dl = load_dt(p, b, t, d0, w, biasv, nullptr);
+      const V<T> dl = load_dt(p, b, t, d0, w, biasv, Wblk.data(), nullptr);
       const V<T> uu = load_row(p.row(p.u, b, t) + d0, w);
       const V<T> core = step<T>(p.N, Ablk.data(), dl, dl * uu, p.row(p.Bm, b, t), p.row(p.Cm, b, t), h.data(),
                                 h.data(), nullptr);
@@ -335,14 +355,17 @@ void forward_seq(const Args<T>& p, int64_t b, T* y, T* last, T* ckpt) {
 }
 
 // Outputs: du, ddt (wrt the raw dt input), dz (Bsz, L, Din) contiguous; dAb (Bsz, N, Din), dDb and
-// dbiasb (Bsz, Din) per sequence;
+// dbiasb (Bsz, Din) per sequence; with a low-rank dt, ddt is (Bsz, L, R), accumulated (zeroed by
+// the caller), and dWb (Bsz, R, Din) per sequence;
 // dB, dC (Bsz, L, N) contiguous, accumulated (zeroed by the caller).
 template <typename T>
 void backward_seq(const Args<T>& p, int64_t b, const T* ckpt, const T* dout, const T* dlast, T* du, T* ddt, T* dz,
-                  T* dAb, T* dDb, T* dbiasb, T* dB, T* dC) {
+                  T* dAb, T* dDb, T* dbiasb, T* dWb, T* dB, T* dC) {
   const int64_t N = p.N;
+  const int64_t R16 = (p.R + W - 1) / W * W;  // lane-sum groups of 16, zero-padded
   VecBuf<T> g(N), h0(N), Ablk(N), dA(N), gates(p.K * N), states(p.K * N), cores(p.K), dls(p.K), sigs(p.K),
-      sumC(N), sumB(N);
+      sumC(N), sumB(N), Wblk(p.R), dW(p.R), sumR(R16);
+  std::vector<T> rowR(R16);
   const int64_t nchunks = (p.L + p.K - 1) / p.K;
   const bool hasD = p.Dv != nullptr;
   for (int64_t d0 = 0; d0 < p.Din; d0 += W) {
@@ -350,6 +373,10 @@ void backward_seq(const Args<T>& p, int64_t b, const T* ckpt, const T* dout, con
     load_A(p, d0, w, Ablk.data());
     const V<T> Dblk = hasD ? load_row(p.Dv + d0, w) : V<T>{};
     const V<T> biasv = p.dbias ? load_row(p.dbias + d0, w) : V<T>{};
+    if (p.WdtT) {
+      load_W(p, d0, w, Wblk.data());
+      for (int64_t k = 0; k < p.R; ++k) dW[k] = V<T>{};
+    }
     V<T> dDacc = V<T>{}, dbias = V<T>{};
     for (int64_t n = 0; n < N; ++n) dA[n] = g[n] = V<T>{};
     if (dlast) {
@@ -362,7 +389,7 @@ void backward_seq(const Args<T>& p, int64_t b, const T* ckpt, const T* dout, con
       load_ckpt(p, ckpt, b, c, d0, w, h0.data());
       const V<T>* hcur = h0.data();
       for (int64_t t = t0; t < t1; ++t) {  // recompute the chunk's step sizes, states, gates and outputs
-        const V<T> dl = load_dt(p, b, t, d0, w, biasv, &sigs[t - t0]);
+        const V<T> dl = load_dt(p, b, t, d0, w, biasv, Wblk.data(), &sigs[t - t0]);
         dls[t - t0] = dl;
         const V<T> dxu = dl * load_row(p.row(p.u, b, t) + d0, w);
         V<T>* slot = states.data() + (t - t0) * N;
@@ -409,9 +436,23 @@ void backward_seq(const Args<T>& p, int64_t b, const T* ckpt, const T* dout, con
           dDacc += dyv * uu;
         }
         store_row(du + off, w, duv);
-        const V<T> draw = (gdl + gxu * uu) * sigs[t - t0];
+        V<T> draw = (gdl + gxu * uu) * sigs[t - t0];
+        if (w < W)
+          for (int i = w; i < W; ++i) draw[i] = T(0);
         dbias += draw;
-        store_row(ddt + off, w, draw);
+        if (p.WdtT) {  // dt = r @ WdtT: dr[k] = sum_d draw[d] W[k, d], dW[k] += draw r[k]
+          const T* r = p.row(p.dt, b, t);
+          for (int64_t k = 0; k < p.R; ++k) {
+            sumR[k] = draw * Wblk[k];
+            dW[k] += draw * r[k];
+          }
+          std::fill(rowR.begin(), rowR.end(), T(0));
+          add_lane_sums<T>(sumR.data(), R16, rowR.data());
+          T* dr = ddt + (b * p.L + t) * p.R;
+          for (int64_t k = 0; k < p.R; ++k) dr[k] += rowR[k];
+        } else {
+          store_row(ddt + off, w, draw);
+        }
       }
     }
     T* dst = dAb + b * N * p.Din + d0;
@@ -419,6 +460,8 @@ void backward_seq(const Args<T>& p, int64_t b, const T* ckpt, const T* dout, con
       for (int64_t i = 0; i < w; ++i) dst[n * p.Din + i] = dA[n][i];
     if (hasD) store_row(dDb + b * p.Din + d0, w, dDacc);
     if (p.dbias) store_row(dbiasb + b * p.Din + d0, w, dbias);
+    if (p.WdtT)
+      for (int64_t k = 0; k < p.R; ++k) store_row(dWb + (b * p.R + k) * p.Din + d0, w, dW[k]);
   }
 }
 
@@ -517,27 +560,29 @@ T exp_pass(const T* dt, const T* At, int64_t Bsz, int64_t L, int64_t Din, int64_
 
 extern "C" {
 
-int clplat_selective_abi_version() { return 3; }
+int clplat_selective_abi_version() { return 4; }
 
 // Row strides (s*) are in elements; null z / D / last / ckpt / dlast mean "absent".
 #define CLPLAT_DEFINE(T, SUFFIX)                                                                                   \
   void clplat_selective_fwd_##SUFFIX(const T* u, int64_t su, const T* dt, int64_t sdt, const T* At, const T* Bm,  \
                                      int64_t sB, const T* Cm, int64_t sC, const T* Dv, const T* z, int64_t sz,    \
-                                     const T* dbias, int softplus, T* y, T* last, T* ckpt, int64_t Bsz,           \
-                                     int64_t L, int64_t Din, int64_t N, int64_t K, int threads) {                 \
-    const Args<T> p{{u, su}, {dt, sdt}, {Bm, sB}, {Cm, sC}, {z, sz}, At, Dv, dbias, softplus != 0,              \
+                                     const T* dbias, int softplus, const T* WdtT, int64_t R, T* y, T* last,       \
+                                     T* ckpt, int64_t Bsz, int64_t L, int64_t Din, int64_t N, int64_t K,          \
+                                     int threads) {                                                               \
+    const Args<T> p{{u, su}, {dt, sdt}, {Bm, sB}, {Cm, sC}, {z, sz}, At, Dv, dbias, softplus != 0, WdtT, R,     \
                     Bsz, L, Din, N, K};                                                                          \
     for_each_seq(Bsz, threads, [&](int64_t b) { forward_seq(p, b, y, last, ckpt); });                          \
   }                                                                                                              \
   void clplat_selective_bwd_##SUFFIX(const T* u, int64_t su, const T* dt, int64_t sdt, const T* At, const T* Bm,  \
                                      int64_t sB, const T* Cm, int64_t sC, const T* Dv, const T* z, int64_t sz,    \
-                                     const T* dbias, int softplus, const T* ckpt, const T* dout, const T* dlast,  \
-                                     T* du, T* ddt, T* dz, T* dAb, T* dDb, T* dbiasb, T* dB, T* dC, int64_t Bsz,  \
-                                     int64_t L, int64_t Din, int64_t N, int64_t K, int threads) {                 \
-    const Args<T> p{{u, su}, {dt, sdt}, {Bm, sB}, {Cm, sC}, {z, sz}, At, Dv, dbias, softplus != 0,              \
+                                     const T* dbias, int softplus, const T* WdtT, int64_t R, const T* ckpt,       \
+                                     const T* dout, const T* dlast, T* du, T* ddt, T* dz, T* dAb, T* dDb,         \
+                                     T* dbiasb, T* dWb, T* dB, T* dC, int64_t Bsz, int64_t L, int64_t Din,        \
+                                     int64_t N, int64_t K, int threads) {                                         \
+    const Args<T> p{{u, su}, {dt, sdt}, {Bm, sB}, {Cm, sC}, {z, sz}, At, Dv, dbias, softplus != 0, WdtT, R,     \
                     Bsz, L, Din, N, K};                                                                          \
     for_each_seq(Bsz, threads, [&](int64_t b) {                                                                  \
-      backward_seq(p, b, ckpt, dout, dlast, du, ddt, dz, dAb, dDb, dbiasb, dB, dC);                              \
+      backward_seq(p, b, ckpt, dout, dlast, du, ddt, dz, dAb, dDb, dbiasb, dWb, dB, dC);                         \
     });                                                                                                          \
   }                                                                                                              \
   void clplat_conv_silu_fwd_##SUFFIX(const T* x, int64_t sx, const T* wT, const T* bias, T* out, int64_t Bsz,     \

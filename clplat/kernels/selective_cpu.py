@@ -43,7 +43,7 @@ __all__ = [
 ]
 
 _SOURCE = Path(__file__).with_name("selective_cpu.cpp")
-_ABI_VERSION = 3
+_ABI_VERSION = 4
 _FLAG_SETS = (
     ["-O3", "-march=native", "-fopenmp-simd", "-fno-math-errno"],
     ["-O3", "-fopenmp-simd", "-fno-math-errno"],  # compilers that reject -march=native
@@ -89,8 +89,9 @@ def _compile(compiler: str, flags: list[str], target: Path) -> None:
 def _declare(lib: ctypes.CDLL) -> None:
     P, I64, INT = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
     signatures = {
-        "selective_fwd": [P, I64, P, I64, P, P, I64, P, I64, P, P, I64, P, INT, P, P, P] + [I64] * 5 + [INT],
-        "selective_bwd": [P, I64, P, I64, P, P, I64, P, I64, P, P, I64, P, INT] + [P] * 11 + [I64] * 5 + [INT],
+        "selective_fwd": [P, I64, P, I64, P, P, I64, P, I64, P, P, I64, P, INT, P, I64, P, P, P] + [I64] * 5 + [INT],
+        "selective_bwd": [P, I64, P, I64, P, P, I64, P, I64, P, P, I64, P, INT, P, I64] + [P] * 12 + [I64] * 5
+        + [INT],
         "conv_silu_fwd": [P, I64, P, P, P] + [I64] * 4 + [INT],
         "conv_silu_bwd": [P, I64] + [P] * 7 + [I64] * 4 + [INT],
         "selective_exp_pass": [P, P] + [I64] * 4,
@@ -180,10 +181,12 @@ def _threads() -> int:
 class _SelectiveCpuFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx: FunctionCtx, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None,
-                z: Tensor | None, delta_bias: Tensor | None, delta_softplus: bool,
+                z: Tensor | None, delta_bias: Tensor | None, delta_softplus: bool, delta_proj: Tensor | None,
                 checkpoint_steps: int) -> tuple[Tensor, Tensor]:
         (u, su), (delta, sdt), (B, sB), (C, sC), (z, sz) = (_rows(x) for x in (u, delta, B, C, z))
         At = A.t().contiguous()
+        WdtT = None if delta_proj is None else delta_proj.t().contiguous()  # (R, Din)
+        R = 0 if WdtT is None else WdtT.shape[0]
         D = None if D is None else D.contiguous()
         bias = None if delta_bias is None else delta_bias.contiguous()
         Bsz, L, Din = u.shape
@@ -191,13 +194,14 @@ class _SelectiveCpuFn(torch.autograd.Function):
         K = max(1, min(checkpoint_steps, L))
         y = u.new_empty(Bsz, L, Din)
         last = u.new_empty(Bsz, Din, N)
-        needs_grad = any(ctx.needs_input_grad[:8])
+        needs_grad = any(ctx.needs_input_grad[:8]) or ctx.needs_input_grad[9]
         ckpt = u.new_empty(Bsz, -(-L // K), N, Din) if needs_grad else None
         _fn("selective_fwd", u.dtype)(u.data_ptr(), su, delta.data_ptr(), sdt, At.data_ptr(), B.data_ptr(), sB,
                                       C.data_ptr(), sC, _ptr(D), _ptr(z), sz, _ptr(bias), int(delta_softplus),
-                                      y.data_ptr(), last.data_ptr(), _ptr(ckpt), Bsz, L, Din, N, K, _threads())
+                                      _ptr(WdtT), R, y.data_ptr(), last.data_ptr(), _ptr(ckpt), Bsz, L, Din, N, K,
+                                      _threads())
         if needs_grad:
-            ctx.save_for_backward(u, delta, At, B, C, D, z, bias, ckpt)
+            ctx.save_for_backward(u, delta, At, B, C, D, z, bias, WdtT, ckpt)
             ctx.strides = (su, sdt, sB, sC, sz)
         ctx.K, ctx.softplus = K, delta_softplus
         return y, last
@@ -205,13 +209,16 @@ class _SelectiveCpuFn(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx: FunctionCtx, dy: Tensor | None, dlast: Tensor | None):
-        u, delta, At, B, C, D, z, bias, ckpt = ctx.saved_tensors
+        u, delta, At, B, C, D, z, bias, WdtT, ckpt = ctx.saved_tensors
         su, sdt, sB, sC, sz = ctx.strides
         Bsz, L, Din = u.shape
         N = At.shape[0]
         dy = u.new_zeros(Bsz, L, Din) if dy is None else dy.contiguous()
         dlast = None if dlast is None else dlast.contiguous()
-        du, ddelta = u.new_empty(Bsz, L, Din), u.new_empty(Bsz, L, Din)
+        du = u.new_empty(Bsz, L, Din)
+        R = 0 if WdtT is None else WdtT.shape[0]
+        ddelta = u.new_empty(Bsz, L, Din) if WdtT is None else u.new_zeros(Bsz, L, R)
+        dW_per_seq = None if WdtT is None else u.new_empty(Bsz, R, Din)
         dz = None if z is None else u.new_empty(Bsz, L, Din)
         dA_per_seq = u.new_empty(Bsz, N, Din)
         dD_per_seq = None if D is None else u.new_empty(Bsz, Din)
@@ -219,26 +226,31 @@ class _SelectiveCpuFn(torch.autograd.Function):
         dB, dC = u.new_zeros(Bsz, L, N), u.new_zeros(Bsz, L, N)
         _fn("selective_bwd", u.dtype)(u.data_ptr(), su, delta.data_ptr(), sdt, At.data_ptr(), B.data_ptr(), sB,
                                       C.data_ptr(), sC, _ptr(D), _ptr(z), sz, _ptr(bias), int(ctx.softplus),
-                                      ckpt.data_ptr(), dy.data_ptr(), _ptr(dlast), du.data_ptr(), ddelta.data_ptr(),
-                                      _ptr(dz), dA_per_seq.data_ptr(), _ptr(dD_per_seq), _ptr(dbias_per_seq),
-                                      dB.data_ptr(), dC.data_ptr(), Bsz, L, Din, N, ctx.K, _threads())
+                                      _ptr(WdtT), R, ckpt.data_ptr(), dy.data_ptr(), _ptr(dlast), du.data_ptr(),
+                                      ddelta.data_ptr(), _ptr(dz), dA_per_seq.data_ptr(), _ptr(dD_per_seq),
+                                      _ptr(dbias_per_seq), _ptr(dW_per_seq), dB.data_ptr(), dC.data_ptr(), Bsz, L,
+                                      Din, N, ctx.K, _threads())
         dD = None if D is None else dD_per_seq.sum(0)
         dbias = None if bias is None else dbias_per_seq.sum(0)
-        return du, ddelta, dA_per_seq.sum(0).t(), dB, dC, dD, dz, dbias, None, None
+        dW = None if WdtT is None else dW_per_seq.sum(0).t()
+        return du, ddelta, dA_per_seq.sum(0).t(), dB, dC, dD, dz, dbias, None, dW, None
 
 
 def selective_scan_core_cpu(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = None,
                             z: Tensor | None = None, delta_bias: Tensor | None = None, delta_softplus: bool = False,
+                            delta_proj_weight: Tensor | None = None,
                             checkpoint_steps: int = CHECKPOINT_STEPS) -> tuple[Tensor, Tensor]:
     """``(y, last_state)`` of the selective scan on CPU tensors of one dtype (float32/64).
 
-    Everything is fused in the kernel: ``delta <- softplus(delta + delta_bias)`` (each optional),
-    the recurrence, and ``y = (core + D u) * silu(z)`` (``D``, ``z`` optional). See
+    Everything is fused in the kernel: ``delta <- softplus(delta @ delta_proj_weight.T +
+    delta_bias)`` (each step optional; with the projection ``delta`` is ``(B, T, R)``), the
+    recurrence, and ``y = (core + D u) * silu(z)`` (``D``, ``z`` optional). See
     :mod:`clplat.kernels.selective` for the shapes.
     """
     if u.device.type != "cpu":
         raise RuntimeError(f"selective_scan: backend='cpp' needs CPU tensors, got {u.device}")
-    return _SelectiveCpuFn.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, checkpoint_steps)
+    return _SelectiveCpuFn.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, delta_proj_weight,
+                                 checkpoint_steps)
 
 
 class _ConvSiluCpuFn(torch.autograd.Function):

@@ -109,6 +109,38 @@ def test_cpp_reads_strided_slices():
 
 
 @needs_kernel
+@pytest.mark.parametrize("rank", [1, 8, 19])
+def test_cpp_low_rank_delta_projection(rank):
+    """``delta_proj_weight``: a strided (B, T, R) slice projected in the kernel == F.linear first."""
+    p = _problem(2, 31, 21, 16)
+    proj = torch.randn(2, 31, rank + 5, dtype=torch.float64, requires_grad=True)
+    W = (0.3 * torch.randn(21, rank, dtype=torch.float64)).requires_grad_()
+    dt_r = proj[..., 2:2 + rank]
+    args = {k: p[k] for k in ("u", "A", "B", "C", "D", "z", "delta_bias")}
+    leaves = [proj, W, *args.values()]
+    y = selective_scan(delta=dt_r, **args, delta_softplus=True, delta_proj_weight=W, backend="cpp")
+    want = selective_scan_ref(delta=torch.nn.functional.linear(dt_r, W), **args, delta_softplus=True)
+    torch.testing.assert_close(y, want)
+    gy = torch.randn_like(want)
+    for a, b in zip(torch.autograd.grad((y * gy).sum(), leaves), torch.autograd.grad((want * gy).sum(), leaves)):
+        torch.testing.assert_close(a, b)
+    # the other backends accept the argument too (an F.linear first)
+    torch.testing.assert_close(
+        selective_scan(delta=dt_r, **args, delta_softplus=True, delta_proj_weight=W, backend="reference"), want)
+
+
+@needs_kernel
+def test_cpp_low_rank_gradcheck():
+    p = _problem(2, 7, 17, 3)
+    p["delta"] = torch.randn(2, 7, 2, dtype=torch.float64, requires_grad=True)
+    W = torch.randn(17, 2, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda *a: selective_scan(*a[:8], delta_softplus=True, delta_proj_weight=a[8], backend="cpp"),
+        [*(p[k] for k in ARGS), W],
+    )
+
+
+@needs_kernel
 def test_cpp_without_grad_and_half_inputs():
     p = {k: v.detach() for k, v in _problem(2, 20, 17, 16).items()}
     with torch.no_grad():
