@@ -490,33 +490,33 @@ void conv_forward_seq(const Rows<T>& x, const T* wT, const T* bias, T* out, int6
   }
 }
 
-// dpre is scratch (Bsz, L, Din); dwb (Bsz, Kc, Din) and dbb (Bsz, Din) per sequence.
+// dwb (Bsz, Kc, Din) and dbb (Bsz, Din) per sequence. One reverse pass: dx_t = sum_k w[k] dpre_{t+Kc-1-k}
+// needs dpre at t..t+Kc-1 only, kept in a ring of Kc vectors (zeros past the end).
 template <typename T>
-void conv_backward_seq(const Rows<T>& x, const T* wT, const T* bias, const T* dout, T* dpre, T* dx, T* dwb, T* dbb,
-                       int64_t b, int64_t L, int64_t Din, int64_t Kc) {
+void conv_backward_seq(const Rows<T>& x, const T* wT, const T* bias, const T* dout, T* dx, T* dwb, T* dbb, int64_t b,
+                       int64_t L, int64_t Din, int64_t Kc) {
+  VecBuf<T> dw(Kc), ring(Kc), wblk(Kc);
   for (int64_t d0 = 0; d0 < Din; d0 += W) {
     const int64_t w = std::min<int64_t>(W, Din - d0);
     V<T> db = V<T>{};
-    VecBuf<T> dw(Kc);
-    for (int64_t t = 0; t < L; ++t) {
+    for (int64_t k = 0; k < Kc; ++k) {
+      dw[k] = ring[k] = V<T>{};
+      wblk[k] = load_row(wT + k * Din + d0, w);
+    }
+    for (int64_t t = L - 1; t >= 0; --t) {
       const int64_t off = (b * L + t) * Din + d0;
       const V<T> pre = conv_pre(x, wT, bias, b, t, L, Din, Kc, d0, w);
       const V<T> sg = vsigmoid(pre);
       const V<T> dp = load_row(dout + off, w) * sg * (T(1) + pre * (T(1) - sg));
-      store_row(dpre + off, w, dp);
+      ring[t % Kc] = dp;
       db += dp;
+      V<T> acc = V<T>{};
       for (int64_t k = 0; k < Kc; ++k) {
         const int64_t s = t - (Kc - 1) + k;
         if (s >= 0) dw[k] += dp * load_row(x.ptr + (b * L + s) * x.stride + d0, w);
+        acc += wblk[k] * ring[(t + Kc - 1 - k) % Kc];
       }
-    }
-    for (int64_t s = 0; s < L; ++s) {  // dx_s = sum_k w[k] dpre_{s + Kc - 1 - k}
-      V<T> acc = V<T>{};
-      for (int64_t k = 0; k < Kc; ++k) {
-        const int64_t t = s + (Kc - 1) - k;
-        if (t < L) acc += load_row(wT + k * Din + d0, w) * load_row(dpre + (b * L + t) * Din + d0, w);
-      }
-      store_row(dx + (b * L + s) * Din + d0, w, acc);
+      store_row(dx + off, w, acc);
     }
     for (int64_t k = 0; k < Kc; ++k) store_row(dwb + (b * Kc + k) * Din + d0, w, dw[k]);
     if (bias) store_row(dbb + b * Din + d0, w, db);
@@ -560,7 +560,7 @@ T exp_pass(const T* dt, const T* At, int64_t Bsz, int64_t L, int64_t Din, int64_
 
 extern "C" {
 
-int clplat_selective_abi_version() { return 4; }
+int clplat_selective_abi_version() { return 5; }
 
 // Row strides (s*) are in elements; null z / D / last / ckpt / dlast mean "absent".
 #define CLPLAT_DEFINE(T, SUFFIX)                                                                                   \
@@ -590,12 +590,12 @@ int clplat_selective_abi_version() { return 4; }
     const Rows<T> xr{x, sx};                                                                                     \
     for_each_seq(Bsz, threads, [&](int64_t b) { conv_forward_seq(xr, wT, bias, out, b, L, Din, Kc); });        \
   }                                                                                                              \
-  void clplat_conv_silu_bwd_##SUFFIX(const T* x, int64_t sx, const T* wT, const T* bias, const T* dout, T* dpre,  \
-                                     T* dx, T* dwb, T* dbb, int64_t Bsz, int64_t L, int64_t Din, int64_t Kc,      \
+  void clplat_conv_silu_bwd_##SUFFIX(const T* x, int64_t sx, const T* wT, const T* bias, const T* dout, T* dx,    \
+                                     T* dwb, T* dbb, int64_t Bsz, int64_t L, int64_t Din, int64_t Kc,             \
                                      int threads) {                                                               \
     const Rows<T> xr{x, sx};                                                                                     \
     for_each_seq(Bsz, threads,                                                                                   \
-                 [&](int64_t b) { conv_backward_seq(xr, wT, bias, dout, dpre, dx, dwb, dbb, b, L, Din, Kc); }); \
+                 [&](int64_t b) { conv_backward_seq(xr, wT, bias, dout, dx, dwb, dbb, b, L, Din, Kc); });       \
   }                                                                                                              \
   double clplat_selective_exp_pass_##SUFFIX(const T* dt, const T* At, int64_t Bsz, int64_t L, int64_t Din,       \
                                             int64_t N) {                                                         \

@@ -43,7 +43,7 @@ __all__ = [
 ]
 
 _SOURCE = Path(__file__).with_name("selective_cpu.cpp")
-_ABI_VERSION = 4
+_ABI_VERSION = 5
 _FLAG_SETS = (
     ["-O3", "-march=native", "-fopenmp-simd", "-fno-math-errno"],
     ["-O3", "-fopenmp-simd", "-fno-math-errno"],  # compilers that reject -march=native
@@ -93,7 +93,7 @@ def _declare(lib: ctypes.CDLL) -> None:
         "selective_bwd": [P, I64, P, I64, P, P, I64, P, I64, P, P, I64, P, INT, P, I64] + [P] * 12 + [I64] * 5
         + [INT],
         "conv_silu_fwd": [P, I64, P, P, P] + [I64] * 4 + [INT],
-        "conv_silu_bwd": [P, I64] + [P] * 7 + [I64] * 4 + [INT],
+        "conv_silu_bwd": [P, I64] + [P] * 6 + [I64] * 4 + [INT],
         "selective_exp_pass": [P, P] + [I64] * 4,
     }
     for sfx in _DTYPES.values():
@@ -274,12 +274,12 @@ class _ConvSiluCpuFn(torch.autograd.Function):
         Bsz, L, Din = x.shape
         Kc = wT.shape[0]
         dout = dout.contiguous()
-        dpre, dx = x.new_empty(Bsz, L, Din), x.new_empty(Bsz, L, Din)
+        dx = x.new_empty(Bsz, L, Din)
         dw_per_seq = x.new_empty(Bsz, Kc, Din)
         db_per_seq = None if bias is None else x.new_empty(Bsz, Din)
         _fn("conv_silu_bwd", x.dtype)(x.data_ptr(), ctx.sx, wT.data_ptr(), _ptr(bias), dout.data_ptr(),
-                                      dpre.data_ptr(), dx.data_ptr(), dw_per_seq.data_ptr(), _ptr(db_per_seq), Bsz,
-                                      L, Din, Kc, _threads())
+                                      dx.data_ptr(), dw_per_seq.data_ptr(), _ptr(db_per_seq), Bsz, L, Din, Kc,
+                                      _threads())
         dw = dw_per_seq.sum(0).t().reshape(ctx.weight_shape)
         return dx, dw, None if bias is None else db_per_seq.sum(0)
 

@@ -154,6 +154,23 @@ def test_cpp_without_grad_and_half_inputs():
 
 
 @needs_kernel
+def test_cpp_threads_give_identical_results():
+    """Sequences split over threads; per-sequence partial sums make the result independent of the split."""
+    p = _problem(5, 40, 20, 16, dtype=torch.float32)
+    results = []
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 3):
+            torch.set_num_threads(threads)
+            y = selective_scan(**p, delta_softplus=True, backend="cpp")
+            results.append([y, *torch.autograd.grad(y.square().sum(), list(p.values()))])
+    finally:
+        torch.set_num_threads(before)
+    for a, b in zip(*results):
+        assert torch.equal(a, b)
+
+
+@needs_kernel
 @pytest.mark.parametrize("width", [4, 3, 1])
 def test_conv_silu_matches_conv1d(width):
     conv = torch.nn.Conv1d(20, 20, width, groups=20, padding=width - 1).double()
