@@ -12,9 +12,10 @@ One layer is a pre-norm residual block around the Mamba-1 mixer, as in ``mamba_s
     out = u + out_proj(y)
 
 The parallel mode calls :func:`clplat.kernels.selective_scan` (bias and softplus of ``delta``
-fused there, ``y *= silu(z)`` and the ``D`` skip too); when that runs the CPU kernel (``cpp``), the
-convolution + SiLU runs in the same compiled library, in ``(B, T, Di)`` layout; the sequential mode is Mamba's recurrent
-``step``: a rolling ``d_conv`` window for the convolution and a ``(B, Di, N)`` SSM state.
+fused there, ``y *= silu(z)`` and the ``D`` skip too; on the CPU kernel, ``cpp``, also the low-rank
+``dt_proj``, and the convolution + SiLU runs in the same compiled library, in ``(B, T, Di)``
+layout). The sequential mode is Mamba's recurrent ``step``: a rolling ``d_conv`` window for the
+convolution and a ``(B, Di, N)`` SSM state.
 No final norm: every layer's output is a residual stream that the next layer (or the head) reads.
 
 Cost: ``scan_backend="auto"`` runs the fused C++ selective scan on CPU (compiled at first use;
