@@ -42,12 +42,12 @@ Backends (:data:`SELECTIVE_BACKENDS`):
 ``benchmarks/selective_scan_cpu.py`` (training step = forward + backward, one thread):
 
 - CUDA tensors: ``triton`` when Triton imports, else ``torch``.
-- CPU tensors: ``cpp`` whenever the kernel builds: it was the fastest backend at every shape of the
-  benchmark's grid (B 1-32, T 16-1024, Din 16-256, N 16), 4-90x faster than the others. Without
-  a compiler: ``reference`` when its Python loop's per-step overhead is amortised over wide steps
-  (``B * Din * N >= 2**14``) or the chunked ``torch`` path's memory traffic dominates
-  (``Din * N >= 2**10`` and ``B * T * Din * N >= 2**23``), else ``torch``; this choice matched the
-  faster of the two at every point of the grid.
+- CPU tensors: ``cpp`` whenever the kernel builds: it was the fastest backend at every point of
+  the benchmark's grid (B 1-32, T 16-1024, Din 16-256, N 16), 3-29x faster than the better of the
+  other two. Without a compiler: ``reference`` when its Python loop's per-step overhead is
+  amortised over wide steps (``B * Din * N >= 2**14``) or the chunked ``torch`` path's memory
+  traffic dominates (``Din * N >= 2**10`` and ``B * T * Din * N >= 2**23``), else ``torch``; the
+  faster of the two near the boundary changes from run to run (within ~1.2x of each other there).
 - ``CLPLAT_SCAN_BACKEND`` overrides ``auto`` as for :func:`clplat.kernels.linear_scan`.
 """
 

@@ -467,54 +467,66 @@ void backward_seq(const Args<T>& p, int64_t b, const T* ckpt, const T* dout, con
 
 // Causal depthwise convolution along time followed by SiLU, (Bsz, L, Din) layout:
 //   pre_t[d] = bias[d] + sum_k w[k, d] x_{t - (Kc - 1) + k}[d]  (x_s = 0 for s < 0),  out = silu(pre).
+// The Kc inputs a step sees are kept in a sliding window of vectors (win[k] = x_{t - (Kc - 1) + k}),
+// so every input row is loaded once per pass.
 template <typename T>
-inline V<T> conv_pre(const Rows<T>& x, const T* wT, const T* bias, int64_t b, int64_t t, int64_t L, int64_t Din,
-                     int64_t Kc, int64_t d0, int64_t w) {
-  V<T> pre = bias ? load_row(bias + d0, w) : V<T>{};
-  for (int64_t k = 0; k < Kc; ++k) {
-    const int64_t s = t - (Kc - 1) + k;
-    if (s >= 0) pre += load_row(wT + k * Din + d0, w) * load_row(x.ptr + (b * L + s) * x.stride + d0, w);
-  }
-  return pre;
+inline V<T> load_x(const Rows<T>& x, int64_t b, int64_t s, int64_t L, int64_t d0, int64_t w) {
+  return s >= 0 ? load_row(x.ptr + (b * L + s) * x.stride + d0, w) : V<T>{};
 }
 
 template <typename T>
 void conv_forward_seq(const Rows<T>& x, const T* wT, const T* bias, T* out, int64_t b, int64_t L, int64_t Din,
                       int64_t Kc) {
+  VecBuf<T> win(Kc), wblk(Kc);
   for (int64_t d0 = 0; d0 < Din; d0 += W) {
     const int64_t w = std::min<int64_t>(W, Din - d0);
+    const V<T> bv = bias ? load_row(bias + d0, w) : V<T>{};
+    for (int64_t k = 0; k < Kc; ++k) {
+      win[k] = V<T>{};
+      wblk[k] = load_row(wT + k * Din + d0, w);
+    }
     for (int64_t t = 0; t < L; ++t) {
-      const V<T> pre = conv_pre(x, wT, bias, b, t, L, Din, Kc, d0, w);
+      for (int64_t k = 0; k + 1 < Kc; ++k) win[k] = win[k + 1];
+      win[Kc - 1] = load_x(x, b, t, L, d0, w);
+      V<T> pre = bv;
+      for (int64_t k = 0; k < Kc; ++k) pre += wblk[k] * win[k];
       store_row(out + (b * L + t) * Din + d0, w, pre * vsigmoid(pre));
     }
   }
 }
 
 // dwb (Bsz, Kc, Din) and dbb (Bsz, Din) per sequence. One reverse pass: dx_t = sum_k w[k] dpre_{t+Kc-1-k}
-// needs dpre at t..t+Kc-1 only, kept in a ring of Kc vectors (zeros past the end).
+// needs dpre at t..t+Kc-1 only, kept in a second window (fut[j] = dpre_{t+j}, zeros past the end).
 template <typename T>
 void conv_backward_seq(const Rows<T>& x, const T* wT, const T* bias, const T* dout, T* dx, T* dwb, T* dbb, int64_t b,
                        int64_t L, int64_t Din, int64_t Kc) {
-  VecBuf<T> dw(Kc), ring(Kc), wblk(Kc);
+  VecBuf<T> dw(Kc), fut(Kc), win(Kc), wblk(Kc);
   for (int64_t d0 = 0; d0 < Din; d0 += W) {
     const int64_t w = std::min<int64_t>(W, Din - d0);
+    const V<T> bv = bias ? load_row(bias + d0, w) : V<T>{};
     V<T> db = V<T>{};
     for (int64_t k = 0; k < Kc; ++k) {
-      dw[k] = ring[k] = V<T>{};
+      dw[k] = fut[k] = V<T>{};
       wblk[k] = load_row(wT + k * Din + d0, w);
+      win[k] = load_x(x, b, L - Kc + k, L, d0, w);
     }
     for (int64_t t = L - 1; t >= 0; --t) {
+      if (t < L - 1) {  // slide the input window one step back
+        for (int64_t k = Kc - 1; k > 0; --k) win[k] = win[k - 1];
+        win[0] = load_x(x, b, t - (Kc - 1), L, d0, w);
+      }
+      V<T> pre = bv;
+      for (int64_t k = 0; k < Kc; ++k) pre += wblk[k] * win[k];
       const int64_t off = (b * L + t) * Din + d0;
-      const V<T> pre = conv_pre(x, wT, bias, b, t, L, Din, Kc, d0, w);
       const V<T> sg = vsigmoid(pre);
       const V<T> dp = load_row(dout + off, w) * sg * (T(1) + pre * (T(1) - sg));
-      ring[t % Kc] = dp;
+      for (int64_t j = Kc - 1; j > 0; --j) fut[j] = fut[j - 1];
+      fut[0] = dp;
       db += dp;
       V<T> acc = V<T>{};
       for (int64_t k = 0; k < Kc; ++k) {
-        const int64_t s = t - (Kc - 1) + k;
-        if (s >= 0) dw[k] += dp * load_row(x.ptr + (b * L + s) * x.stride + d0, w);
-        acc += wblk[k] * ring[(t + Kc - 1 - k) % Kc];
+        dw[k] += dp * win[k];
+        acc += wblk[k] * fut[Kc - 1 - k];
       }
       store_row(dx + off, w, acc);
     }
