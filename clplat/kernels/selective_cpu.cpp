@@ -171,17 +171,17 @@ inline V<float> vlog(V<float> x) {
   return m + y + kf * 0.693359375f;
 }
 
-// softplus(x) = max(x, 0) + log1p(exp(-|x|)) and its derivative sigmoid(x), from one exp. log1p(e)
-// as log(1 + e) e / ((1 + e) - 1) keeps full relative precision for tiny e.
+// softplus(x) = max(x, 0) + log1p(exp(-|x|)) and its derivative sigmoid(x), from one exp and one
+// division. log1p(e) = log(u) - (u - 1 - e) / u with u = fl(1 + e): the correction restores the
+// rounding of 1 + e, so tiny e keep full relative precision.
 inline void vsoftplus(V<float> x, V<float>& sp, V<float>& sig) {
   const V<float> zero = V<float>{};
   const V<float> ax = x < zero ? -x : x;
   const V<float> e = vexp(-ax);
   const V<float> u = 1.0f + e;
-  const V<float> d = u - 1.0f;
-  const V<float> lp = d == zero ? e : vlog(u) * (e / (d == zero ? splat(1.0f) : d));
-  sp = (x > zero ? x : zero) + lp;
   const V<float> r = 1.0f / u;
+  const V<float> lp = vlog(u) - ((u - 1.0f) - e) * r;
+  sp = (x > zero ? x : zero) + lp;
   sig = x >= zero ? r : e * r;
 }
 
