@@ -12,9 +12,11 @@ One layer is a pre-norm residual block around the Mamba-1 mixer, as in ``mamba_s
     out = u + out_proj(y)
 
 The parallel mode calls :func:`clplat.kernels.selective_scan` (bias and softplus of ``delta``
-fused there, ``y *= silu(z)`` and the ``D`` skip too; on the CPU kernel, ``cpp``, also the low-rank
-``dt_proj``, and the convolution + SiLU runs in the same compiled library, in ``(B, T, Di)``
-layout). The sequential mode is Mamba's recurrent ``step``: a rolling ``d_conv`` window for the
+fused there, ``y *= silu(z)`` and the ``D`` skip too). When that is the CPU kernel (``cpp``), the
+whole mixer between ``in_proj`` and ``out_proj`` -- convolution + SiLU in ``(B, T, Di)`` layout,
+``x_proj``, the low-rank ``dt_proj`` and the scan -- runs as one autograd node
+(:func:`clplat.kernels.selective_cpu.mamba_inner_cpu`), the same function with fewer large
+temporaries. The sequential mode is Mamba's recurrent ``step``: a rolling ``d_conv`` window for the
 convolution and a ``(B, Di, N)`` SSM state.
 No final norm: every layer's output is a residual stream that the next layer (or the head) reads.
 
@@ -35,7 +37,7 @@ from torch import Tensor, nn
 from clplat.backbones.recurrent_layer import RecurrentLayer, ScanBackbone, input_encoder
 from clplat.errors import check_choice, check_int
 from clplat.kernels import SELECTIVE_BACKENDS, resolve_selective_backend, selective_scan
-from clplat.kernels.selective_cpu import causal_conv1d_silu_cpu
+from clplat.kernels.selective_cpu import mamba_inner_cpu
 
 __all__ = ["MambaBackbone", "MambaLayer"]
 
@@ -76,16 +78,19 @@ class MambaLayer(RecurrentLayer):
 
     def forward_parallel(self, x: Tensor) -> Tensor:
         u = self.encoder(x)
-        xs, z = self.in_proj(self.norm(u)).chunk(2, dim=-1)
-        Bsz, T, Di = xs.shape
-        backend = resolve_selective_backend(self.scan_backend, xs.device, Bsz, T, Di, self.d_state)
-        if backend == "cpp" and xs.dtype in (torch.float32, torch.float64):
-            # the same convolution in (B, T, Di) layout, fused with the SiLU (no transposes)
-            xc = causal_conv1d_silu_cpu(xs, self.conv.weight, self.conv.bias)
-        else:
-            xc = F.silu(self.conv(xs.transpose(1, 2))[..., :T].transpose(1, 2))
+        xz = self.in_proj(self.norm(u))
+        Bsz, T = xz.shape[:2]
+        backend = resolve_selective_backend(self.scan_backend, xz.device, Bsz, T, self.d_inner, self.d_state)
+        A = -torch.exp(self.A_log)
+        if backend == "cpp" and xz.dtype in (torch.float32, torch.float64) and A.dtype == xz.dtype:
+            # the same function as below, as one node of compiled code (see mamba_inner_cpu)
+            y = mamba_inner_cpu(xz, self.conv.weight, self.conv.bias, self.x_proj.weight, self.dt_proj.weight,
+                                self.dt_proj.bias, A, self.D)
+            return u + self.out_proj(y)
+        xs, z = xz.chunk(2, dim=-1)
+        xc = F.silu(self.conv(xs.transpose(1, 2))[..., :T].transpose(1, 2))
         dt_r, B, C = self.x_proj(xc).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
-        y = selective_scan(xc, dt_r, -torch.exp(self.A_log), B, C, self.D, z, delta_bias=self.dt_proj.bias,
+        y = selective_scan(xc, dt_r, A, B, C, self.D, z, delta_bias=self.dt_proj.bias,
                            delta_softplus=True, backend=backend, delta_proj_weight=self.dt_proj.weight)
         return u + self.out_proj(y)  # type: ignore[arg-type]
 

@@ -214,6 +214,7 @@ struct Args {
   const T* WdtT;   // (R, Din) or null: dt rows hold R numbers and dt <- dt @ WdtT first (low rank)
   int64_t R;
   int64_t Bsz, L, Din, N, K;
+  int64_t sdz;  // row stride of the dz output (Din when contiguous)
   const T* row(const Rows<T>& r, int64_t b, int64_t t) const { return r.ptr + (b * L + t) * r.stride; }
 };
 
@@ -406,7 +407,7 @@ void backward_seq(const Args<T>& p, int64_t b, const T* ckpt, const T* dout, con
           const V<T> zz = load_row(p.row(p.z, b, t) + d0, w);
           const V<T> sg = vsigmoid(zz);
           const V<T> pre = hasD ? cores[t - t0] + Dblk * uu : cores[t - t0];
-          store_row(dz + off, w, dyv * pre * sg * (T(1) + zz * (T(1) - sg)));
+          store_row(dz + (b * p.L + t) * p.sdz + d0, w, dyv * pre * sg * (T(1) + zz * (T(1) - sg)));
           dyv *= zz * sg;
         }
         const V<T> dxu = dl * uu;
@@ -498,8 +499,8 @@ void conv_forward_seq(const Rows<T>& x, const T* wT, const T* bias, T* out, int6
 // dwb (Bsz, Kc, Din) and dbb (Bsz, Din) per sequence. One reverse pass: dx_t = sum_k w[k] dpre_{t+Kc-1-k}
 // needs dpre at t..t+Kc-1 only, kept in a second window (fut[j] = dpre_{t+j}, zeros past the end).
 template <typename T>
-void conv_backward_seq(const Rows<T>& x, const T* wT, const T* bias, const T* dout, T* dx, T* dwb, T* dbb, int64_t b,
-                       int64_t L, int64_t Din, int64_t Kc) {
+void conv_backward_seq(const Rows<T>& x, const T* wT, const T* bias, const T* dout, T* dx, int64_t sdx, T* dwb, T* dbb,
+                       int64_t b, int64_t L, int64_t Din, int64_t Kc) {
   VecBuf<T> dw(Kc), fut(Kc), win(Kc), wblk(Kc);
   for (int64_t d0 = 0; d0 < Din; d0 += W) {
     const int64_t w = std::min<int64_t>(W, Din - d0);
@@ -528,7 +529,7 @@ void conv_backward_seq(const Rows<T>& x, const T* wT, const T* bias, const T* do
         dw[k] += dp * win[k];
         acc += wblk[k] * fut[Kc - 1 - k];
       }
-      store_row(dx + off, w, acc);
+      store_row(dx + (b * L + t) * sdx + d0, w, acc);
     }
     for (int64_t k = 0; k < Kc; ++k) store_row(dwb + (b * Kc + k) * Din + d0, w, dw[k]);
     if (bias) store_row(dbb + b * Din + d0, w, db);
@@ -572,7 +573,7 @@ T exp_pass(const T* dt, const T* At, int64_t Bsz, int64_t L, int64_t Din, int64_
 
 extern "C" {
 
-int clplat_selective_abi_version() { return 5; }
+int clplat_selective_abi_version() { return 6; }
 
 // Row strides (s*) are in elements; null z / D / last / ckpt / dlast mean "absent".
 #define CLPLAT_DEFINE(T, SUFFIX)                                                                                   \
@@ -582,17 +583,17 @@ int clplat_selective_abi_version() { return 5; }
                                      T* ckpt, int64_t Bsz, int64_t L, int64_t Din, int64_t N, int64_t K,          \
                                      int threads) {                                                               \
     const Args<T> p{{u, su}, {dt, sdt}, {Bm, sB}, {Cm, sC}, {z, sz}, At, Dv, dbias, softplus != 0, WdtT, R,     \
-                    Bsz, L, Din, N, K};                                                                          \
+                    Bsz, L, Din, N, K, Din};                                                                     \
     for_each_seq(Bsz, threads, [&](int64_t b) { forward_seq(p, b, y, last, ckpt); });                          \
   }                                                                                                              \
   void clplat_selective_bwd_##SUFFIX(const T* u, int64_t su, const T* dt, int64_t sdt, const T* At, const T* Bm,  \
                                      int64_t sB, const T* Cm, int64_t sC, const T* Dv, const T* z, int64_t sz,    \
                                      const T* dbias, int softplus, const T* WdtT, int64_t R, const T* ckpt,       \
-                                     const T* dout, const T* dlast, T* du, T* ddt, T* dz, T* dAb, T* dDb,         \
-                                     T* dbiasb, T* dWb, T* dB, T* dC, int64_t Bsz, int64_t L, int64_t Din,        \
-                                     int64_t N, int64_t K, int threads) {                                         \
+                                     const T* dout, const T* dlast, T* du, T* ddt, T* dz, int64_t sdz, T* dAb,    \
+                                     T* dDb, T* dbiasb, T* dWb, T* dB, T* dC, int64_t Bsz, int64_t L,             \
+                                     int64_t Din, int64_t N, int64_t K, int threads) {                            \
     const Args<T> p{{u, su}, {dt, sdt}, {Bm, sB}, {Cm, sC}, {z, sz}, At, Dv, dbias, softplus != 0, WdtT, R,     \
-                    Bsz, L, Din, N, K};                                                                          \
+                    Bsz, L, Din, N, K, sdz};                                                                     \
     for_each_seq(Bsz, threads, [&](int64_t b) {                                                                  \
       backward_seq(p, b, ckpt, dout, dlast, du, ddt, dz, dAb, dDb, dbiasb, dWb, dB, dC);                         \
     });                                                                                                          \
@@ -603,11 +604,11 @@ int clplat_selective_abi_version() { return 5; }
     for_each_seq(Bsz, threads, [&](int64_t b) { conv_forward_seq(xr, wT, bias, out, b, L, Din, Kc); });        \
   }                                                                                                              \
   void clplat_conv_silu_bwd_##SUFFIX(const T* x, int64_t sx, const T* wT, const T* bias, const T* dout, T* dx,    \
-                                     T* dwb, T* dbb, int64_t Bsz, int64_t L, int64_t Din, int64_t Kc,             \
-                                     int threads) {                                                               \
+                                     int64_t sdx, T* dwb, T* dbb, int64_t Bsz, int64_t L, int64_t Din,            \
+                                     int64_t Kc, int threads) {                                                   \
     const Rows<T> xr{x, sx};                                                                                     \
     for_each_seq(Bsz, threads,                                                                                   \
-                 [&](int64_t b) { conv_backward_seq(xr, wT, bias, dout, dx, dwb, dbb, b, L, Din, Kc); });       \
+                 [&](int64_t b) { conv_backward_seq(xr, wT, bias, dout, dx, sdx, dwb, dbb, b, L, Din, Kc); });  \
   }                                                                                                              \
   double clplat_selective_exp_pass_##SUFFIX(const T* dt, const T* At, int64_t Bsz, int64_t L, int64_t Din,       \
                                             int64_t N) {                                                         \

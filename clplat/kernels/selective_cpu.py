@@ -36,6 +36,7 @@ from torch.autograd.function import FunctionCtx, once_differentiable
 
 __all__ = [
     "causal_conv1d_silu_cpu",
+    "mamba_inner_cpu",
     "cpu_kernel_available",
     "cpu_kernel_error",
     "exp_pass_cpu",
@@ -43,7 +44,7 @@ __all__ = [
 ]
 
 _SOURCE = Path(__file__).with_name("selective_cpu.cpp")
-_ABI_VERSION = 5
+_ABI_VERSION = 6
 _FLAG_SETS = (
     ["-O3", "-march=native", "-fopenmp-simd", "-fno-math-errno"],
     ["-O3", "-fopenmp-simd", "-fno-math-errno"],  # compilers that reject -march=native
@@ -90,10 +91,10 @@ def _declare(lib: ctypes.CDLL) -> None:
     P, I64, INT = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
     signatures = {
         "selective_fwd": [P, I64, P, I64, P, P, I64, P, I64, P, P, I64, P, INT, P, I64, P, P, P] + [I64] * 5 + [INT],
-        "selective_bwd": [P, I64, P, I64, P, P, I64, P, I64, P, P, I64, P, INT, P, I64] + [P] * 12 + [I64] * 5
-        + [INT],
+        "selective_bwd": [P, I64, P, I64, P, P, I64, P, I64, P, P, I64, P, INT, P, I64] + [P] * 6 + [I64]
+        + [P] * 6 + [I64] * 5 + [INT],
         "conv_silu_fwd": [P, I64, P, P, P] + [I64] * 4 + [INT],
-        "conv_silu_bwd": [P, I64] + [P] * 6 + [I64] * 4 + [INT],
+        "conv_silu_bwd": [P, I64] + [P] * 4 + [I64] + [P] * 2 + [I64] * 4 + [INT],
         "selective_exp_pass": [P, P] + [I64] * 4,
     }
     for sfx in _DTYPES.values():
@@ -227,7 +228,7 @@ class _SelectiveCpuFn(torch.autograd.Function):
         _fn("selective_bwd", u.dtype)(u.data_ptr(), su, delta.data_ptr(), sdt, At.data_ptr(), B.data_ptr(), sB,
                                       C.data_ptr(), sC, _ptr(D), _ptr(z), sz, _ptr(bias), int(ctx.softplus),
                                       _ptr(WdtT), R, ckpt.data_ptr(), dy.data_ptr(), _ptr(dlast), du.data_ptr(),
-                                      ddelta.data_ptr(), _ptr(dz), dA_per_seq.data_ptr(), _ptr(dD_per_seq),
+                                      ddelta.data_ptr(), _ptr(dz), Din, dA_per_seq.data_ptr(), _ptr(dD_per_seq),
                                       _ptr(dbias_per_seq), _ptr(dW_per_seq), dB.data_ptr(), dC.data_ptr(), Bsz, L,
                                       Din, N, ctx.K, _threads())
         dD = None if D is None else dD_per_seq.sum(0)
@@ -278,8 +279,8 @@ class _ConvSiluCpuFn(torch.autograd.Function):
         dw_per_seq = x.new_empty(Bsz, Kc, Din)
         db_per_seq = None if bias is None else x.new_empty(Bsz, Din)
         _fn("conv_silu_bwd", x.dtype)(x.data_ptr(), ctx.sx, wT.data_ptr(), _ptr(bias), dout.data_ptr(),
-                                      dx.data_ptr(), dw_per_seq.data_ptr(), _ptr(db_per_seq), Bsz, L, Din, Kc,
-                                      _threads())
+                                      dx.data_ptr(), Din, dw_per_seq.data_ptr(), _ptr(db_per_seq), Bsz, L, Din,
+                                      Kc, _threads())
         dw = dw_per_seq.sum(0).t().reshape(ctx.weight_shape)
         return dx, dw, None if bias is None else db_per_seq.sum(0)
 
@@ -292,6 +293,104 @@ def causal_conv1d_silu_cpu(x: Tensor, weight: Tensor, bias: Tensor | None) -> Te
     left-padded convolution truncated to ``T`` steps.
     """
     return _ConvSiluCpuFn.apply(x, weight, bias)
+
+
+class _MambaInnerCpuFn(torch.autograd.Function):
+    """Mamba's mixer between ``in_proj`` and ``out_proj`` as one node: conv + SiLU, ``x_proj``, the
+    selective scan. Its backward writes both halves of ``d(in_proj output)`` into one buffer and adds
+    ``x_proj``'s input gradient into the scan's in place, so the large gradients are allocated once
+    (autograd through the separate ops would allocate each, add two and concatenate the halves)."""
+
+    @staticmethod
+    def forward(ctx: FunctionCtx, xz: Tensor, conv_w: Tensor, conv_b: Tensor | None, xproj_w: Tensor,
+                dtproj_w: Tensor, dtproj_b: Tensor | None, A: Tensor, D: Tensor | None, d_state: int,
+                checkpoint_steps: int) -> Tensor:
+        Bsz, L, two_di = xz.shape
+        Din = two_di // 2
+        R = dtproj_w.shape[1]
+        N = d_state
+        xs, z = xz[..., :Din], xz[..., Din:]
+        (xs, sx), (z, sz) = _rows(xs), _rows(z)
+        wT = conv_w.reshape(Din, -1).t().contiguous()
+        conv_b = None if conv_b is None else conv_b.contiguous()
+        xc = xz.new_empty(Bsz, L, Din)
+        _fn("conv_silu_fwd", xz.dtype)(xs.data_ptr(), sx, wT.data_ptr(), _ptr(conv_b), xc.data_ptr(), Bsz, L, Din,
+                                       wT.shape[0], _threads())
+        dbc = torch.nn.functional.linear(xc, xproj_w)  # (B, L, R + 2N): dt_r | B | C
+        sdbc = dbc.stride(1)
+        At = A.t().contiguous()
+        WdtT = dtproj_w.t().contiguous()
+        D = None if D is None else D.contiguous()
+        bias = None if dtproj_b is None else dtproj_b.contiguous()
+        K = max(1, min(checkpoint_steps, L))
+        y = xz.new_empty(Bsz, L, Din)
+        ckpt = xz.new_empty(Bsz, -(-L // K), N, Din) if any(ctx.needs_input_grad[:8]) else None
+        p_dt, p_B, p_C = dbc.data_ptr(), dbc[..., R:].data_ptr(), dbc[..., R + N:].data_ptr()
+        last = xz.new_empty(Bsz, Din, N)
+        _fn("selective_fwd", xz.dtype)(xc.data_ptr(), Din, p_dt, sdbc, At.data_ptr(), p_B, sdbc, p_C, sdbc, _ptr(D),
+                                       z.data_ptr(), sz, _ptr(bias), 1, WdtT.data_ptr(), R, y.data_ptr(),
+                                       last.data_ptr(), _ptr(ckpt), Bsz, L, Din, N, K, _threads())
+        ctx.save_for_backward(xs, z, wT, conv_b, xproj_w, xc, dbc, At, WdtT, D, bias, ckpt)
+        ctx.meta = (sx, sz, R, N, K)
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: FunctionCtx, dy: Tensor):
+        xs, z, wT, conv_b, xproj_w, xc, dbc, At, WdtT, D, bias, ckpt = ctx.saved_tensors
+        sx, sz, R, N, K = ctx.meta
+        Bsz, L, Din = xc.shape
+        dy = dy.contiguous()
+        sdbc = dbc.stride(1)
+        p_dt, p_B, p_C = dbc.data_ptr(), dbc[..., R:].data_ptr(), dbc[..., R + N:].data_ptr()
+        dxz = xc.new_empty(Bsz, L, 2 * Din)
+        dxc = xc.new_empty(Bsz, L, Din)
+        ddt = xc.new_zeros(Bsz, L, R)
+        dB, dC = xc.new_zeros(Bsz, L, N), xc.new_zeros(Bsz, L, N)
+        dA_per_seq = xc.new_empty(Bsz, N, Din)
+        dD_per_seq = None if D is None else xc.new_empty(Bsz, Din)
+        dbias_per_seq = None if bias is None else xc.new_empty(Bsz, Din)
+        dW_per_seq = xc.new_empty(Bsz, R, Din)
+        _fn("selective_bwd", xc.dtype)(xc.data_ptr(), Din, p_dt, sdbc, At.data_ptr(), p_B, sdbc, p_C, sdbc, _ptr(D),
+                                       z.data_ptr(), sz, _ptr(bias), 1, WdtT.data_ptr(), R, ckpt.data_ptr(),
+                                       dy.data_ptr(), None, dxc.data_ptr(), ddt.data_ptr(), dxz[..., Din:].data_ptr(),
+                                       2 * Din, dA_per_seq.data_ptr(), _ptr(dD_per_seq), _ptr(dbias_per_seq),
+                                       dW_per_seq.data_ptr(), dB.data_ptr(), dC.data_ptr(), Bsz, L, Din, N, K,
+                                       _threads())
+        ddbc = torch.cat([ddt, dB, dC], dim=-1).view(Bsz * L, R + 2 * N)
+        dxc.view(Bsz * L, Din).addmm_(ddbc, xproj_w)  # x_proj's input gradient, added in place
+        dxproj_w = ddbc.t() @ xc.view(Bsz * L, Din)
+        Kc = wT.shape[0]
+        dw_per_seq = xc.new_empty(Bsz, Kc, Din)
+        db_per_seq = None if conv_b is None else xc.new_empty(Bsz, Din)
+        _fn("conv_silu_bwd", xc.dtype)(xs.data_ptr(), sx, wT.data_ptr(), _ptr(conv_b), dxc.data_ptr(),
+                                       dxz.data_ptr(), 2 * Din, dw_per_seq.data_ptr(), _ptr(db_per_seq), Bsz, L,
+                                       Din, Kc, _threads())
+        dconv_w = dw_per_seq.sum(0).t().reshape(Din, 1, Kc)
+        return (dxz, dconv_w, None if conv_b is None else db_per_seq.sum(0), dxproj_w, dW_per_seq.sum(0).t(),
+                None if bias is None else dbias_per_seq.sum(0), dA_per_seq.sum(0).t(),
+                None if D is None else dD_per_seq.sum(0), None, None)
+
+
+def mamba_inner_cpu(xz: Tensor, conv_weight: Tensor, conv_bias: Tensor | None, x_proj_weight: Tensor,
+                    dt_proj_weight: Tensor, dt_proj_bias: Tensor | None, A: Tensor, D: Tensor | None,
+                    checkpoint_steps: int = CHECKPOINT_STEPS) -> Tensor:
+    """Mamba-1 mixer core on CPU: ``xz`` (in_proj output ``(B, T, 2 Din)``) -> ``y`` (``(B, T, Din)``,
+    before ``out_proj``), as ``MambaLayer.forward_parallel`` computes it: ``x, z = xz.chunk(2)``,
+    ``xc = silu(causal depthwise conv(x))``, ``dt_r, B, C = x_proj(xc)``, ``y = selective_scan(xc,
+    dt_r, A, B, C, D, z, dt_proj.bias, softplus, delta_proj_weight=dt_proj.weight)``.
+
+    float32/64 CPU tensors of one dtype; ``A`` is ``(Din, N)`` (already ``-exp(A_log)``).
+    """
+    if xz.device.type != "cpu":
+        raise RuntimeError(f"mamba_inner_cpu needs CPU tensors, got {xz.device}")
+    R = dt_proj_weight.shape[1]
+    N = A.shape[1]
+    if x_proj_weight.shape[0] != R + 2 * N:
+        raise ValueError(f"mamba_inner_cpu: x_proj_weight must have R + 2N = {R + 2 * N} rows, "
+                         f"got {tuple(x_proj_weight.shape)}")
+    return _MambaInnerCpuFn.apply(xz, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_proj_bias, A, D, N,
+                                  checkpoint_steps)
 
 
 def exp_pass_cpu(delta: Tensor, A: Tensor) -> float:

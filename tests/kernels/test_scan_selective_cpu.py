@@ -15,7 +15,12 @@ import torch.nn.functional as F
 from clplat.backbones import MambaBackbone
 from clplat.kernels import resolve_selective_backend, selective_scan, selective_scan_ref, triton_available
 from clplat.kernels import selective_cpu
-from clplat.kernels.selective_cpu import causal_conv1d_silu_cpu, cpu_kernel_available, selective_scan_core_cpu
+from clplat.kernels.selective_cpu import (
+    causal_conv1d_silu_cpu,
+    cpu_kernel_available,
+    mamba_inner_cpu,
+    selective_scan_core_cpu,
+)
 
 needs_kernel = pytest.mark.skipif(not cpu_kernel_available(), reason="the CPU kernel did not build here")
 ARGS = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
@@ -202,6 +207,19 @@ def test_conv_silu_matches_conv1d(width):
              torch.randn(18, 1, width, dtype=torch.float64, requires_grad=True),
              torch.randn(18, dtype=torch.float64, requires_grad=True)]
     assert torch.autograd.gradcheck(causal_conv1d_silu_cpu, small)
+
+
+@needs_kernel
+def test_mamba_inner_gradcheck_and_no_grad():
+    torch.manual_seed(0)
+    layer = MambaBackbone(3, 8, d_state=3, d_conv=3).double().layers[0]
+    xz = torch.randn(2, 6, 32, dtype=torch.float64, requires_grad=True)
+    A = -torch.exp(layer.A_log)
+    args = [layer.conv.weight, layer.conv.bias, layer.x_proj.weight, layer.dt_proj.weight, layer.dt_proj.bias, A,
+            layer.D]
+    assert torch.autograd.gradcheck(lambda *a: mamba_inner_cpu(*a), [xz, *args])
+    with torch.no_grad():
+        torch.testing.assert_close(mamba_inner_cpu(xz, *args), mamba_inner_cpu(xz, *args).detach())
 
 
 @needs_kernel
