@@ -5,8 +5,8 @@ backward unless noted:
 
 - ``cpp``: ``selective_scan(backend="cpp")``;
 - ``compiled_chunks``: ``torch.compile`` (inductor, CPU) of the sequential recurrence unrolled over
-  chunks of ``--chunk`` steps (a whole-sequence unroll does not compile in reasonable time), a
-  Python loop over chunks, autograd through the compiled graphs; its compile time is reported;
+  chunks of ``--chunk`` steps, a Python loop over chunks, autograd through the compiled graphs; its
+  compile time is reported (near zero when inductor's cache already holds the graphs);
 - ``associative_scan``: ``torch._higher_order_ops.associative_scan`` with the ``(a, b)`` combine
   on the materialised ``(B, T, Din * N)`` gates and inputs, forward only, eager (its compiled
   path targets CUDA);
