@@ -12,14 +12,18 @@ One layer is a pre-norm residual block around the Mamba-1 mixer, as in ``mamba_s
     out = u + out_proj(y)
 
 The parallel mode calls :func:`clplat.kernels.selective_scan` (bias and softplus of ``delta``
-fused there, ``y *= silu(z)`` and the ``D`` skip too); the sequential mode is Mamba's recurrent
-``step``: a rolling ``d_conv`` window for the convolution and a ``(B, Di, N)`` SSM state.
+fused there, ``y *= silu(z)`` and the ``D`` skip too). When that is the CPU kernel (``cpp``), the
+whole mixer between ``in_proj`` and ``out_proj`` -- convolution + SiLU in ``(B, T, Di)`` layout,
+``x_proj``, the low-rank ``dt_proj`` and the scan -- runs as one autograd node
+(:func:`clplat.kernels.selective_cpu.mamba_inner_cpu`), the same function with fewer large
+temporaries. The sequential mode is Mamba's recurrent ``step``: a rolling ``d_conv`` window for the
+convolution and a ``(B, Di, N)`` SSM state.
 No final norm: every layer's output is a residual stream that the next layer (or the head) reads.
 
-Cost on CPU: the parallel path's torch selective scan materialises ``(B, T, expand * H, d_state)``
-tensors (134M elements for B=32, T=1024, H=128), 10-20x the time of ``nn.GRU`` per training step;
-``scan_backend="reference"`` (the kernel's sequential loop, same function) is 2.5-3x faster on CPU.
-On a GPU, ``auto`` runs the fused Triton kernel, which keeps the state in registers.
+Cost: ``scan_backend="auto"`` runs the fused C++ selective scan on CPU (compiled at first use;
+it keeps the state in cache and never writes ``(B, T, expand * H, d_state)``) and the fused Triton
+kernel on a GPU. Without a C++ compiler the CPU falls back to the PyTorch backends, 10-40x slower
+(see ``docs/performance.md``).
 """
 
 from __future__ import annotations
@@ -32,7 +36,8 @@ from torch import Tensor, nn
 
 from clplat.backbones.recurrent_layer import RecurrentLayer, ScanBackbone, input_encoder
 from clplat.errors import check_choice, check_int
-from clplat.kernels import BACKENDS, selective_scan
+from clplat.kernels import SELECTIVE_BACKENDS, resolve_selective_backend, selective_scan
+from clplat.kernels.selective_cpu import mamba_inner_cpu
 
 __all__ = ["MambaBackbone", "MambaLayer"]
 
@@ -73,12 +78,20 @@ class MambaLayer(RecurrentLayer):
 
     def forward_parallel(self, x: Tensor) -> Tensor:
         u = self.encoder(x)
-        xs, z = self.in_proj(self.norm(u)).chunk(2, dim=-1)
-        T = xs.shape[1]
+        xz = self.in_proj(self.norm(u))
+        Bsz, T = xz.shape[:2]
+        backend = resolve_selective_backend(self.scan_backend, xz.device, Bsz, T, self.d_inner, self.d_state)
+        A = -torch.exp(self.A_log)
+        if backend == "cpp" and xz.dtype in (torch.float32, torch.float64) and A.dtype == xz.dtype:
+            # the same function as below, as one node of compiled code (see mamba_inner_cpu)
+            y = mamba_inner_cpu(xz, self.conv.weight, self.conv.bias, self.x_proj.weight, self.dt_proj.weight,
+                                self.dt_proj.bias, A, self.D)
+            return u + self.out_proj(y)
+        xs, z = xz.chunk(2, dim=-1)
         xc = F.silu(self.conv(xs.transpose(1, 2))[..., :T].transpose(1, 2))
-        delta, B, C = self._project(xc)
-        y = selective_scan(xc, delta, -torch.exp(self.A_log), B, C, self.D, z,
-                           delta_bias=self.dt_proj.bias, delta_softplus=True, backend=self.scan_backend)
+        dt_r, B, C = self.x_proj(xc).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
+        y = selective_scan(xc, dt_r, A, B, C, self.D, z, delta_bias=self.dt_proj.bias,
+                           delta_softplus=True, backend=backend, delta_proj_weight=self.dt_proj.weight)
         return u + self.out_proj(y)  # type: ignore[arg-type]
 
     def init_state(self, x_t: Tensor) -> tuple[Tensor, Tensor]:
@@ -108,12 +121,12 @@ class MambaBackbone(ScanBackbone):
     def __init__(self, input_size: int, hidden_size: int = 128, num_layers: int = 1, pooling: str = "last",
                  dropout: float = 0.0, mode: str = "parallel", d_state: int = 16, d_conv: int = 4, expand: int = 2,
                  scan_backend: str = "auto"):
-        """``scan_backend``: :func:`clplat.kernels.selective_scan`'s ``backend`` (``auto``, ``torch``,
-        ``triton``, ``reference``). On CPU at short T (~40) the sequential ``reference`` loop trains
-        ~2.5x faster than the chunked ``torch`` path, whose backward materialises ``(B, T, Di, N)``."""
+        """``scan_backend``: :func:`clplat.kernels.selective_scan`'s ``backend`` (``auto``, ``cpp``,
+        ``triton``, ``torch``, ``reference``); ``auto`` picks the fastest one available for the
+        device and shape (:func:`clplat.kernels.resolve_selective_backend`)."""
         check_int("backbone.d_state", d_state, 1)
         check_int("backbone.d_conv", d_conv, 1)
         check_int("backbone.expand", expand, 1)
-        check_choice("backbone.scan_backend", scan_backend, BACKENDS)
+        check_choice("backbone.scan_backend", scan_backend, SELECTIVE_BACKENDS)
         super().__init__(lambda f: MambaLayer(f, hidden_size, mode, d_state, d_conv, expand, scan_backend),
                          input_size, hidden_size, num_layers, pooling, dropout)
