@@ -88,28 +88,16 @@ def summarize_seeds(values: Iterable[Any], confidence: float = CONFIDENCE) -> Se
 
 
 @dataclass(frozen=True)
-class PairedDifference:
-    """``a - b`` over the seeds both have a value for: mean, std, ``n`` and its 95 % interval.
+class PairedDifference(SeedSummary):
+    """``a - b`` over the seeds both have a value for: the ``SeedSummary`` of the differences.
 
     ``significant`` is ``True`` only when the interval is defined (``n >= 2``) and excludes 0;
     an interval that contains 0 means the data do not show a difference at this level (not
     that there is none). ``seeds`` lists the shared seeds used.
     """
 
-    n: int
-    mean: float
-    std: float
-    half_width: float
     significant: bool
     seeds: tuple[Hashable, ...]
-
-    @property
-    def low(self) -> float:
-        return self.mean - self.half_width
-
-    @property
-    def high(self) -> float:
-        return self.mean + self.half_width
 
     @property
     def defined(self) -> bool:
