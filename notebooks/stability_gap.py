@@ -23,7 +23,8 @@
 # %% tags=["parameters"]
 path = None        # a run or a multirun directory; None = the newest under runs/ or multirun/
 zoom_iters = None  # iterations shown after each boundary; None = chosen from the data
-tolerance = 0.01   # recovered = back within this accuracy of the level at the boundary
+tolerance = None   # recovered = back within this accuracy of the level at the boundary; None = 2 standard
+                   # errors of each task's subset accuracy (at least one sample), as in summary.json
 
 # %%
 # %matplotlib inline
@@ -66,8 +67,10 @@ for _, run in first_runs.iterrows():
 # %% [markdown]
 # ## Depth and recovery per boundary and task
 #
-# `depth`: accuracy at the boundary minus the minimum after it; `recovery_iters`: iterations
-# until the task is back within the tolerance (NaN: never within the experience).
+# `depth`: accuracy at the boundary minus the minimum after it, split into `transient` (won back
+# by the end of the experience) and `permanent` (still lost); `recovery_iters`: iterations until
+# the task is back within the tolerance (NaN: never within the experience); `at_chance`: the task
+# was already at chance at the boundary (left out of the summary).
 
 # %%
 rows = []
@@ -76,8 +79,10 @@ for _, run in first_runs.iterrows():
     gaps.insert(0, "group", run["group"])
     rows.append(gaps)
     summary = summarize_gaps(gaps)
-    display(Markdown(f"**{run['group']}**: mean depth {summary['depth_mean']:.3f}, "
-                     f"{summary['n_gaps']} gap(s) in {summary['n_cases']} cases"))
+    display(Markdown(f"**{run['group']}**: mean depth {summary['depth_mean']:.3f} (transient "
+                     f"{summary['transient_mean']:.3f}, permanent {summary['permanent_mean']:.3f}), "
+                     f"{summary['n_gaps']} gap(s) in {summary['n_cases']} cases, "
+                     f"{summary['n_at_chance']} left out at chance"))
 pd.concat(rows, ignore_index=True).round(3)
 
 # %% [markdown]
