@@ -112,6 +112,13 @@ def build_backbone(cfg: DictConfig, input_size: int) -> RecurrentBackbone:
     return backbone
 
 
+def build_module(cfg: DictConfig, stream: Stream, strategy: Strategy) -> ContinualModule:
+    """Backbone, head and the strategy's hooks in one LightningModule, shaped for ``stream``."""
+    backbone = build_backbone(cfg, input_size=stream.input_shape[1])
+    head = build_head(cfg.head.type, cfg.head.mask_unseen, stream, backbone.out_dim)
+    return ContinualModule(backbone, head, strategy, build_optimizer(cfg))
+
+
 def build_stream(cfg: DictConfig) -> Stream:
     """The configured stream, with its validation split held out when ``validation.fraction`` > 0."""
     stream = instantiate_node(cfg.stream, "stream")
@@ -187,10 +194,7 @@ def run_experiment(cfg: DictConfig, resume: bool = False) -> RunResult:
             raise ConfigError("trainer.devices", cfg.trainer.devices, "multi-process runs start from the command "
                               "line (clplat-train / python -m clplat.train), not from run_experiment in-process")
         strategy.distribute(rank, world_size)
-    T, F = stream.input_shape
-    backbone = build_backbone(cfg, input_size=F)
-    head = build_head(cfg.head.type, cfg.head.mask_unseen, stream, backbone.out_dim)
-    module = ContinualModule(backbone, head, strategy, build_optimizer(cfg))
+    module = build_module(cfg, stream, strategy)
     ev = cfg.eval
     evaluator = ContinualEvaluator(stream, ev.every_n_iters, ev.subset_size, ev.tasks, ev.batch_size,
                                    ev.initial, subset_seed=ev.subset_seed, split=ev.split)
@@ -238,7 +242,7 @@ def run_experiment(cfg: DictConfig, resume: bool = False) -> RunResult:
                 if rank == 0:
                     evaluator.results.save_csv(run_dir / "metrics.csv")
                 if tcfg.checkpoint:
-                    save_boundary_checkpoint(trainer, run_dir, exp.index, {"config_hash": digest})
+                    save_boundary_checkpoint(trainer, run_dir, exp.index, {"config_hash": digest, "config": config})
                 progress.experience_done(exp.index, trainer.global_step, evaluation.accuracies[: exp.index + 1])
         barrier()  # every rank's last checkpoint is on disk before summary.json says the run finished
         if rank > 0:
@@ -258,7 +262,7 @@ def run_experiment(cfg: DictConfig, resume: bool = False) -> RunResult:
             "global_iters": trainer.global_step,
             "eval": {"split": ev.split, "every_n_iters": ev.every_n_iters, "subset_size": ev.subset_size,
                      "tasks": ev.tasks, "averaging": "macro over tasks"},
-            "params": {"backbone": count_parameters(backbone), "head": count_parameters(head)},
+            "params": {"backbone": count_parameters(module.backbone), "head": count_parameters(module.head)},
             "strategy_state": strategy.summary(),
             "resources": strategy.resources(cfg.get("memory_budget_bytes")),  # docs/metrics.md
             "seed": cfg.seed,

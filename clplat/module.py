@@ -98,6 +98,20 @@ class ContinualModule(L.LightningModule):
             skip_graph_capture_check(optimizer)
         return optimizer
 
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: Any, map_location: Any = "cpu", **kwargs: Any) -> "ContinualModule":  # type: ignore[override]
+        """The model of a clplat boundary checkpoint, rebuilt from the run config it carries.
+
+        Lightning's version calls ``__init__`` with saved hyperparameters; this module is made of
+        objects (backbone, head, strategy) that the run's config builds, so that config is what
+        the checkpoint stores and what rebuilds them (``clplat.loading.model_from_checkpoint``).
+        """
+        from clplat.loading import model_from_checkpoint
+
+        if kwargs:
+            raise TypeError(f"load_from_checkpoint takes no other arguments for a clplat checkpoint: {sorted(kwargs)}")
+        return model_from_checkpoint(checkpoint_path, map_location)
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["clplat_strategy"] = self.strategy.state_dict()
         checkpoint["clplat_usage"] = self.strategy.usage.state_dict()

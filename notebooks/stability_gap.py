@@ -62,7 +62,7 @@ display(Markdown(f"{len(runs)} run(s) under `{root}`, grouped by {', '.join(grou
 first_runs = runs.groupby("group", sort=True).head(1)
 for _, run in first_runs.iterrows():
     display(Markdown(f"### {run['group']} — `{run['run_dir']}`"))
-    display(stability_gap_figure(load_run(run["run_dir"])[0], tolerance=tolerance, zoom_iters=zoom_iters))
+    display(stability_gap_figure(load_run(run["run_dir"]).table, tolerance=tolerance, zoom_iters=zoom_iters))
 
 # %% [markdown]
 # ## Depth and recovery per boundary and task
@@ -75,7 +75,7 @@ for _, run in first_runs.iterrows():
 # %%
 rows = []
 for _, run in first_runs.iterrows():
-    gaps = stability_gap(load_run(run["run_dir"])[0], tolerance=tolerance)
+    gaps = stability_gap(load_run(run["run_dir"]).table, tolerance=tolerance)
     gaps.insert(0, "group", run["group"])
     rows.append(gaps)
     summary = summarize_gaps(gaps)

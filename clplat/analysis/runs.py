@@ -43,8 +43,49 @@ def _read_yaml(path: Path) -> Any:
         return yaml.safe_load(fh)
 
 
-def load_run(run_dir: str | Path) -> tuple[pd.DataFrame, dict[str, Any], dict[str, Any] | None]:
-    """Read a run directory: ``(results table, summary, config)``.
+@dataclass
+class RunData:
+    """A run directory read back: its results table, summary, config and, on demand, its models.
+
+    Unpacks (and indexes) as the tuple ``(table, summary, config)``.
+    """
+
+    run_dir: Path
+    table: pd.DataFrame
+    summary: dict[str, Any]
+    config: dict[str, Any] | None
+
+    def __iter__(self):  # noqa: ANN204 - tuple-style unpacking
+        return iter((self.table, self.summary, self.config))
+
+    def __getitem__(self, index: int) -> Any:
+        return (self.table, self.summary, self.config)[index]
+
+    def checkpoints(self) -> dict[int, Path]:
+        """The boundary checkpoints on disk, by experience."""
+        found = {}
+        for path in (self.run_dir / "checkpoints").glob("exp_*.ckpt"):
+            index = path.stem.removeprefix("exp_")
+            if index.isdigit():
+                found[int(index)] = path
+        return dict(sorted(found.items()))
+
+    def model(self, experience: int | None = None, map_location: Any = "cpu") -> Any:
+        """The ``ContinualModule`` at the end of ``experience`` (default: the last checkpointed one),
+        in eval mode, with the strategy's state (``model.strategy.predict`` is what was scored)."""
+        from clplat.loading import model_from_checkpoint
+
+        checkpoints = self.checkpoints()
+        if not checkpoints:
+            raise FileNotFoundError(f"no checkpoints in {self.run_dir} (was it run with trainer.checkpoint=false?)")
+        k = max(checkpoints) if experience is None else experience
+        if k not in checkpoints:
+            raise KeyError(f"no checkpoint for experience {k} in {self.run_dir}; available: {sorted(checkpoints)}")
+        return model_from_checkpoint(checkpoints[k], map_location)
+
+
+def load_run(run_dir: str | Path) -> RunData:
+    """Read a run directory: results table, summary, config (and models, see :class:`RunData`).
 
     The table is normalised by :func:`prepare_table` so metrics and plots apply directly. The
     summary is ``{}`` when ``summary.json`` is absent (a run that did not finish); the config is
@@ -63,7 +104,7 @@ def load_run(run_dir: str | Path) -> tuple[pd.DataFrame, dict[str, Any], dict[st
             loaded = _read_yaml(candidate)
             config = loaded if isinstance(loaded, dict) else None
             break
-    return table, summary, config
+    return RunData(run, table, summary, config)
 
 
 def find_runs(path: str | Path) -> list[Path]:

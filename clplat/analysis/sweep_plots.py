@@ -72,7 +72,7 @@ def sweep_curves(runs: pd.DataFrame | str | Path, group_by: list[str] | None = N
     frame = _runs_frame(runs, group_by)
     parts = []
     for _, run in frame.iterrows():
-        table = load_run(run["run_dir"])[0]
+        table = load_run(run["run_dir"]).table
         curve = _seen_average(table).set_index("global_iter")
         curve["min_acc"] = min_acc_curve(table)
         curve["wc_acc"] = wc_acc_curve(table)
@@ -156,7 +156,7 @@ def gap_curves(runs: pd.DataFrame | str | Path, group_by: list[str] | None = Non
     frame = _runs_frame(runs, group_by)
     parts = []
     for _, run in frame.iterrows():
-        table = prepare_table(load_run(run["run_dir"])[0])
+        table = prepare_table(load_run(run["run_dir"]).table)
         ends = boundary_iters(table)
         for k in sorted(int(e) for e in table["experience"].unique()):
             if k < 1 or (k - 1) not in ends.index:
