@@ -30,6 +30,34 @@ from omegaconf import DictConfig
 from clplat.errors import ConfigError, RunInterrupted, TrainingDiverged
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+JOB_DIRNAME_MAX = 120  # characters of a sweep job's folder name; file systems refuse more than 255
+
+
+def job_dirname(num: Any, overrides: str) -> str:
+    """A sweep job's folder: ``<num>_<overrides>``, shortened with a hash when the overrides are long.
+
+    Hydra names job folders after the job's overrides, and a realistic sweep (fifteen keys) passes
+    the file system's 255-character limit. A shortened name stays unique (the job number leads,
+    the hash covers the full text) and readable; the full overrides are in the folder's
+    ``.hydra/overrides.yaml``, where ``clplat-report`` reads them.
+    """
+    import hashlib
+
+    name = f"{num}_{overrides}" if overrides else str(num)
+    if len(name) <= JOB_DIRNAME_MAX:
+        return name
+    digest = hashlib.sha1(overrides.encode()).hexdigest()[:10]
+    return f"{name[: JOB_DIRNAME_MAX - len(digest) - 1]}_{digest}"
+
+
+def _register_resolvers() -> None:
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("clplat_job_dirname"):
+        OmegaConf.register_new_resolver("clplat_job_dirname", job_dirname)
+
+
+_register_resolvers()  # at import: launcher workers resolve the job folder after importing this module
 # flags after which Hydra prints or inspects instead of running: nothing to check
 _INSPECT_FLAGS = ("--help", "-h", "--hydra-help", "--version", "--cfg", "-c", "--info", "-i",
                   "--shell-completion", "-sc")

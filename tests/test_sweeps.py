@@ -236,3 +236,28 @@ def test_slurm_launcher_config_gives_submitit_a_valid_sbatch_script(tmp_path, mo
     for line in ("#SBATCH --partition=gpu", "#SBATCH --account=myproj", "#SBATCH --cpus-per-task=4",
                  "#SBATCH --gpus-per-node=1", "#SBATCH --mem=16GB", "#SBATCH --time=120", "module load cuda/12.4"):
         assert line in script, line
+
+
+def test_a_sweep_with_many_overrides_gets_short_unique_job_folders(tmp_path, monkeypatch, in_process_hydra):
+    """The issue's realistic sweep: ~15 overrides named the job folder past 255 characters (OSError)."""
+    sweep = tmp_path / "sweep"
+    many = ["stream=permuted_mnist1d", "backbone=lstm", "backbone.hidden_size=8", "backbone.num_layers=2",
+            "strategy=derpp", "strategy.buffer_size=20", "optimizer=sgd", "optimizer.lr=0.01,0.03",
+            "trainer.batch_size=16", "eval.every_n_iters=5", "eval.subset_size=20", "trainer.iterations=2",
+            "plots=false", "trainer.checkpoint=false", "seed=0", "stream.source.num_samples=300",
+            "logger=none", "print_summary=false"]
+    assert clplat_train(monkeypatch, "-m", *many, f"hydra.sweep.dir={sweep}") == 0
+    jobs = sorted(p.parent for p in sweep.glob("*/summary.json"))
+    assert [job.name.split("_", 1)[0] for job in jobs] == ["0", "1"]
+    assert all(len(job.name) <= train.JOB_DIRNAME_MAX for job in jobs)
+    assert jobs[0].name != jobs[1].name
+    recorded = (jobs[1] / ".hydra" / "overrides.yaml").read_text()
+    assert "optimizer.lr=0.03" in recorded and "backbone=lstm" in recorded  # the full overrides, kept
+
+
+def test_job_dirname_keeps_short_names_and_hashes_long_ones():
+    assert train.job_dirname(3, "seed=0,strategy=naive") == "3_seed=0,strategy=naive"
+    assert train.job_dirname(0, "") == "0"
+    long_a, long_b = "x=" + "a" * 300, "x=" + "a" * 299 + "b"
+    name_a, name_b = train.job_dirname(7, long_a), train.job_dirname(7, long_b)
+    assert len(name_a) == train.JOB_DIRNAME_MAX and name_a.startswith("7_x=aaa") and name_a != name_b
