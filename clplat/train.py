@@ -95,6 +95,55 @@ def _one_line(err: BaseException) -> str:
     return "; ".join([text, *details])
 
 
+def _explain(err: BaseException, overrides: list[str], config_name: str) -> str:
+    """A Hydra composition error as one line, with "did you mean" for a misspelt key or option.
+
+    Hydra's own hint for an unknown key is to append it with ``+``, which only creates a key no
+    component reads; the likely intent is a close existing key, or one of a group's options.
+    """
+    import difflib
+    import re
+
+    text = str(err)
+    missing_key = re.search(r"Could not override '([^']+)'", text)
+    missing_option = re.search(r"Could not (?:load|find) '([^'/]+)/([^']+)'", text)
+    if missing_key:
+        key = missing_key.group(1)
+        given = next((o for o in overrides if o.split("=", 1)[0].lstrip("+~") == key), key)
+        parent, _, leaf = key.rpartition(".")
+        keys = _keys_at(parent, [o for o in overrides if o != given], config_name)
+        close = difflib.get_close_matches(leaf, keys, n=1, cutoff=0.6)
+        hint = (f"did you mean {parent + '.' if parent else ''}{close[0]}?" if close
+                else f"the keys of {parent or 'the config'} are: {', '.join(sorted(keys))}")
+        return f"{given} is not valid: no such key; {hint}"
+    if missing_option:
+        group, name = missing_option.groups()
+        options = sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml")) if (CONF_DIR / group).is_dir() else []
+        if options:
+            close = difflib.get_close_matches(name, options, n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]}? " if close else ""
+            return f"{group}={name} is not valid: no such option; {hint}available: {', '.join(options)}"
+    return _one_line(err)
+
+
+def _keys_at(path: str, overrides: list[str], config_name: str) -> list[str]:
+    """The keys of the config node at ``path`` (dotted; empty: the root), composed with ``overrides``."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import DictConfig, OmegaConf
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose(config_name=config_name, overrides=overrides)
+        node = OmegaConf.select(cfg, path) if path else cfg
+    except Exception:  # noqa: BLE001 - no suggestion is better than a second error
+        return []
+    finally:
+        GlobalHydra.instance().clear()
+    return [str(k) for k in node.keys()] if isinstance(node, DictConfig) else []
+
+
 def _expand_overrides(overrides: list[str], multirun: bool) -> list[list[str]]:
     """Override lists to check: the given one, or one per swept value (others at their first)."""
     if not multirun:
@@ -170,7 +219,7 @@ def preflight(argv: Sequence[str]) -> None:
         except ConfigError as err:
             fail(str(err))
         except Exception as err:  # noqa: BLE001 - composition/instantiation errors are config errors
-            fail(_one_line(err))
+            fail(_explain(err, overrides, args.config_name or "train"))
         finally:
             GlobalHydra.instance().clear()
 

@@ -32,10 +32,11 @@ def test_cli_usage_error_exits_2_with_one_line_and_writes_nothing(tmp_path):
 
 
 @pytest.mark.parametrize("args, expected", [
-    (["strategy=bogus"], f"Could not find 'strategy/bogus' (available: {STRATEGIES})"),
-    (["experiment=bogus"], "Could not find 'experiment/bogus'"),
+    (["strategy=bogus"], f"strategy=bogus is not valid: no such option; available: {STRATEGIES}"),
+    (["strategy=repaly"], "strategy=repaly is not valid: no such option; did you mean replay?"),
+    (["experiment=bogus"], "experiment=bogus is not valid: no such option; available: "),
     (["plots=maybe"], "plots='maybe' is not valid: allowed values are True, False"),
-    (["plugin=[bogus]"], "Could not load 'plugin/bogus'"),
+    (["plugin=[bogus]"], "plugin=bogus is not valid: no such option; available: fpf, refresh"),
     (["eval.every_n_iters=0"], "eval.every_n_iters=0 is not valid: must be an integer >= 1"),
     (["eval.every_n_iters=-5"], "eval.every_n_iters=-5"),
     (["strategy.buffer_size=-1"], "strategy.buffer_size=-1 is not valid: must be an integer >= 1"),
@@ -46,7 +47,9 @@ def test_cli_usage_error_exits_2_with_one_line_and_writes_nothing(tmp_path):
     (["trainer.epochs=null"], "set trainer.epochs or trainer.iterations"),
     (["eval.subset_size=0"], "eval.subset_size=0"),
     (["eval.tasks=future"], "eval.tasks='future' is not valid: allowed values are seen, all"),
-    (["eval.colour=red"], "Could not override 'eval.colour': no such key"),
+    (["eval.colour=red"], "eval.colour=red is not valid: no such key; the keys of eval are: batch_size, "),
+    (["trainer.iteration=5"], "trainer.iteration=5 is not valid: no such key; did you mean trainer.iterations?"),
+    (["strategy.bufer_size=3"], "strategy.bufer_size=3 is not valid: no such key; did you mean strategy.buffer_size?"),
     (["+strategy.colour=red"], "could not be built"),
     (["head.type=double"], "head.type='double' is not valid: allowed values are auto, single, multi"),
     (["logger.kind=tensorboard"], "logger.kind='tensorboard'"),
@@ -55,7 +58,7 @@ def test_cli_usage_error_exits_2_with_one_line_and_writes_nothing(tmp_path):
     (["backbone.hidden_size=0"], "backbone.hidden_size=0"),
     (["optimizer.lr=-0.1"], "Invalid learning rate"),
     (["seed=-3"], "seed=-3 is not valid"),
-    (["-m", "strategy=naive,bogus"], "Could not find 'strategy/bogus'"),
+    (["-m", "strategy=naive,bogus"], "strategy=bogus is not valid: no such option"),
     (["-m", "eval.every_n_iters=5,0"], "eval.every_n_iters=0 is not valid"),
 ])
 def test_bad_inputs_stop_in_preflight_with_one_clear_line(args, expected, capsys):
