@@ -100,8 +100,24 @@ def build_optimizer(cfg: DictConfig) -> Any:
     try:
         factory([torch.zeros(1, requires_grad=True)])
     except (ValueError, TypeError) as err:
-        raise ConfigError("optimizer", cfg.optimizer.get("_target_"), str(err).splitlines()[0]) from None
+        reason = str(err).splitlines()[0]
+        key = _optimizer_key(reason, [str(k) for k in cfg.optimizer.keys()])
+        if key is None:
+            raise ConfigError("optimizer", cfg.optimizer.get("_target_"), reason) from None
+        raise ConfigError(f"optimizer.{key}", cfg.optimizer.get(key), reason) from None
     return factory
+
+
+_OPTIMIZER_WORDS = {"learning rate": "lr", "epsilon": "eps", "beta": "betas"}
+
+
+def _optimizer_key(reason: str, keys: list[str]) -> str | None:
+    """The optimizer option a torch error is about ("Invalid learning rate: -1" -> ``lr``)."""
+    text = reason.lower()
+    for words, key in _OPTIMIZER_WORDS.items():
+        if words in text and key in keys:
+            return key
+    return next((k for k in keys if not k.startswith("_") and k in text), None)
 
 
 def build_backbone(cfg: DictConfig, input_size: int) -> RecurrentBackbone:
