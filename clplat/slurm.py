@@ -87,6 +87,14 @@ def describe() -> str:
     return f"SLURM job {identifier}" + (f", log {path}" if path else "")
 
 
+def finished() -> None:
+    """Call when the job's run is complete: from then on the time-limit signal (which SLURM may
+    send up to a minute early) finds nothing to save and is ignored, so that it cannot kill the
+    process while submitit writes the job's result and the job ends ``COMPLETED``, not ``FAILED``."""
+    if in_slurm_job():
+        signal.signal(requeue_signal(), signal.SIG_IGN)
+
+
 def requeue() -> str:
     """Have submitit checkpoint this job and requeue it, as its handler of the time-limit signal
     does; does not return when the job is requeued (``SystemExit``, no result written, so the

@@ -237,6 +237,7 @@ def run_sweep_job(cfg: DictConfig, job_dir: Path) -> float | None:
         if finished.is_file():  # requeued after it finished (e.g. a node failure): nothing to redo
             import json
 
+            slurm.finished()
             return json.loads(finished.read_text()).get("avg_acc")
         print(f"clplat: job {_job_label()}: SLURM job {slurm.job_id()} was requeued (restart "
               f"{slurm.restart_count()}); resuming {job_dir} from its last checkpoint", file=sys.stderr, flush=True)
@@ -245,7 +246,9 @@ def run_sweep_job(cfg: DictConfig, job_dir: Path) -> float | None:
         with open_dict(cfg):
             cfg.resume = str(job_dir)
     try:
-        return _run(cfg)
+        result = _run(cfg)
+        slurm.finished()
+        return result
     except RunInterrupted as err:
         message, code = _failure(err, cfg)
         _record_failure(error_file, message)  # stays only if no later attempt resumes the job

@@ -243,3 +243,43 @@ def test_a_job_preempted_by_a_higher_priority_partition_is_requeued_by_slurm_and
     assert [state for _, state in settled_states(urgent)] == ["COMPLETED"]
     log = (sweep / ".submitit" / job_id / f"{job_id}_0_log.err").read_text()
     assert "DUE TO PREEMPTION" in log and "interrupted by signal 15: saved" in log
+
+
+def test_a_job_reaching_its_time_limit_is_requeued_until_it_finishes_with_identical_metrics(slurm_cluster, tmp_path):
+    """The time limit, for real: a 1-minute limit with ``--signal=USR2@30`` (submitit's
+    ``signal_delay_s``) is shorter than the run, so SLURM signals the job before the limit; it
+    saves, submitit requeues it (counting a time-out), and the next attempt resumes, until the
+    run is done. A second sweep runs the same experiment without a limit, as the reference.
+
+    SLURM sends the signal up to a minute early (here about 23 s after the start), so an
+    attempt may also be stopped while it starts (submitit requeues it before the run began). The
+    run, about 18 s of training on the CI machine against some 12 s per attempt, is long enough
+    for at least one attempt to be stopped in the middle of training, and its experiences
+    (under 4 s) short enough for every attempt to finish one."""
+    limited, reference = tmp_path / "limited", tmp_path / "reference"
+    run = [*TINY, "trainer.iterations=1000", "eval.every_n_iters=50", "plots=false"]
+    proc = clplat_sweep(*ON_THIS_CLUSTER, *run, "hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=30",
+                        "hydra.launcher.max_num_timeout=10", "print_summary=false", f"hydra.sweep.dir={limited}")
+    reference_proc = clplat_sweep(*ON_THIS_CLUSTER, *run, "print_summary=true", f"hydra.sweep.dir={reference}")
+    wait_for(lambda: list((limited / ".submitit").glob("[0-9]*")), "the job's submission", proc=proc)
+    job_id = next((limited / ".submitit").glob("[0-9]*")).name
+    while proc.poll() is None:  # SLURM holds each requeued attempt ~2 minutes (BeginTime): release it
+        state = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T %r"], capture_output=True, text=True)
+        if state.stdout.strip() == "PENDING BeginTime":
+            subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True)
+        time.sleep(0.5)
+    code, _, err = finish(proc)
+    assert code == 0, err
+    assert finish(reference_proc)[0] == 0
+
+    attempts = [state for _, state in settled_states(job_id)]
+    assert len(attempts) >= 2 and set(attempts[:-1]) == {"REQUEUED"} and attempts[-1] == "COMPLETED", attempts
+    log = (limited / ".submitit" / job_id / f"{job_id}_0_log.err").read_text()
+    assert "interrupted by signal 12: saved; asking SLURM to requeue it" in log
+    assert "this job is timed-out" in log
+    assert "remaining timeouts)" in (limited / ".submitit" / job_id / f"{job_id}_0_log.out").read_text()  # submitit's
+    resumed, = [p for p in limited.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    original, = [p for p in reference.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    assert json.loads((resumed / "summary.json").read_text())["resumed"] is True
+    assert (resumed / "metrics.csv").read_bytes() == (original / "metrics.csv").read_bytes()
+    assert comparable(resumed) == comparable(original)
