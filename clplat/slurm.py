@@ -11,7 +11,8 @@ In a SLURM job, ``clplat.experiment.stop_on_signals`` turns SIGUSR2 into ``RunIn
 does SIGTERM and SIGINT, so the run saves what it has (``metrics.csv``; its boundary checkpoints
 are already on disk). ``clplat.train.run_sweep_job`` then hands the job to submitit's own
 requeue logic (:func:`requeue`): a preempted job is always requeued, a timed-out one as long as
-``hydra.launcher.max_num_timeout`` allows. When SLURM runs the job again
+``hydra.launcher.max_num_timeout`` allows; where the cluster requeues preempted jobs itself
+(``PreemptMode=REQUEUE``) the job just exits without a result. When SLURM runs the job again
 (``SLURM_RESTART_COUNT`` > 0, same job id, same arguments) the job finds its unfinished run
 directory and resumes it from the last boundary checkpoint, which ends with the same
 ``metrics.csv`` as an uninterrupted run (the partial experience is redone with the same seeded

@@ -93,6 +93,20 @@ def wait_for(condition, what: str, timeout: float = 300, proc: subprocess.Popen 
         time.sleep(0.2)
 
 
+def held_for_requeue(job_id: str) -> bool:
+    """Whether SLURM holds the requeued job until its BeginTime (about 2 minutes)."""
+    state = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T %r"], capture_output=True, text=True)
+    return state.stdout.strip() == "PENDING BeginTime"
+
+
+def release(job_id: str) -> None:
+    """Start a requeued job now instead of after SLURM's hold, as an administrator can. Not in
+    the same second as the requeue: the node refuses a launch whose credential is not newer than
+    the revocation of the killed attempt's ("Job credential revoked")."""
+    time.sleep(2)
+    subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True)
+
+
 def report(sweep: Path) -> str:
     done = subprocess.run([sys.executable, "-m", "clplat.report", str(sweep), "--no-plots"], env=cli_env(),
                           capture_output=True, text=True, timeout=300)
@@ -167,13 +181,8 @@ def test_a_signalled_job_saves_is_requeued_and_resumes_to_identical_metrics(slur
     job_id = f"{array_id(sweep)}_1"
     subprocess.run(["scancel", "--signal=TERM", job_id], check=True)
 
-    # SLURM holds a requeued job until its BeginTime (about 2 minutes); release it at once
-    def pending_on_begin_time() -> bool:
-        state = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T %r"], capture_output=True, text=True)
-        return state.stdout.strip() == "PENDING BeginTime"
-
-    wait_for(pending_on_begin_time, f"SLURM to requeue {job_id}", timeout=120, proc=proc)
-    subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True)
+    wait_for(lambda: held_for_requeue(job_id), f"SLURM to requeue {job_id}", timeout=120, proc=proc)
+    release(job_id)
     code, _, err = finish(proc)
     assert code == 0, err
 
@@ -225,10 +234,8 @@ def test_a_job_preempted_by_a_higher_priority_partition_is_requeued_by_slurm_and
 
     wait_for(lambda: preempted(), "SLURM to preempt a sweep job", timeout=120, proc=proc)
     job_id, = preempted()
-    wait_for(lambda: subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T %r"], capture_output=True,
-                                    text=True).stdout.strip() == "PENDING BeginTime",
-             f"SLURM to requeue {job_id}", timeout=120, proc=proc)
-    subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True)  # skip the hold
+    wait_for(lambda: held_for_requeue(job_id), f"SLURM to requeue {job_id}", timeout=120, proc=proc)
+    release(job_id)
     code, _, err = finish(proc)
     assert code == 0, err
 
@@ -264,9 +271,8 @@ def test_a_job_reaching_its_time_limit_is_requeued_until_it_finishes_with_identi
     wait_for(lambda: list((limited / ".submitit").glob("[0-9]*")), "the job's submission", proc=proc)
     job_id = next((limited / ".submitit").glob("[0-9]*")).name
     while proc.poll() is None:  # SLURM holds each requeued attempt ~2 minutes (BeginTime): release it
-        state = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T %r"], capture_output=True, text=True)
-        if state.stdout.strip() == "PENDING BeginTime":
-            subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True)
+        if held_for_requeue(job_id):
+            release(job_id)
         time.sleep(0.5)
     code, _, err = finish(proc)
     assert code == 0, err
