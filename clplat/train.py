@@ -101,13 +101,29 @@ def resume_arguments(argv: Sequence[str]) -> list[str] | None:
     resume = [a for a in argv if a.startswith("resume=")]
     if not resume:
         return None
-    path = Path(resume[-1].split("=", 1)[1]).expanduser()
+    raw = resume[-1].split("=", 1)[1]
+    if len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "'\"":  # quoted: our own, re-run by a DDP rank
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        raw = str(OverridesParser.create().parse_overrides([f"resume={raw}"])[0].value())
+    path = Path(raw).expanduser()
     others = [a for a in argv if not a.startswith(("resume=", "hydra."))]
     if others:
         fail(f"resume={path} takes no other overrides (the run continues with its own config.yaml); got {' '.join(others)}")
     if not (path / "config.yaml").is_file():
         fail(f"resume={str(path)!r} is not valid: not a clplat run directory (no config.yaml)")
-    return [f"resume={path.resolve()}", f"hydra.run.dir={path.resolve()}", "hydra.output_subdir=null"]
+    where = _quoted(str(path.resolve()))  # a sweep job's directory holds '=' and ',' (its overrides)
+    return [f"resume={where}", f"hydra.run.dir={where}", "hydra.output_subdir=null"]
+
+
+def _quoted(value: str) -> str:
+    """``value`` as a quoted string of Hydra's override grammar, where ``=``, ``,`` and spaces
+    are literal (unquoted they are syntax)."""
+    if "'" not in value:
+        return f"'{value}'"
+    if '"' not in value:
+        return f'"{value}"'
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def preflight(argv: Sequence[str]) -> None:
@@ -174,6 +190,10 @@ def _run(cfg: DictConfig) -> float | None:
         with open_dict(cfg):
             cfg.run_dir, cfg.resume = str(run_dir), str(run_dir)
     result = run_experiment(cfg, resume=bool(resume))
+    if resume:  # a failed sweep job continued by hand: its failure record is obsolete
+        from clplat.analysis.runs import JOB_ERROR_FILE
+
+        (Path(resume) / JOB_ERROR_FILE).unlink(missing_ok=True)
     # returned for sweepers that optimise a metric (e.g. Optuna)
     return result.summary.get("avg_acc")
 

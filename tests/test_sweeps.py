@@ -301,3 +301,17 @@ def test_a_resumed_wandb_run_continues_the_run_id_of_its_first_attempt(tmp_path)
         (tmp_path / "wandb" / name).mkdir(parents=True)
     (tmp_path / "wandb" / "debug.log").write_text("")
     assert previous_wandb_run_id(tmp_path) == "secondid"  # the newest attempt's
+
+
+def test_resume_takes_a_sweep_job_directory_whose_name_holds_its_overrides(tmp_path):
+    """``clplat-train resume=<job dir>``: a multirun job's directory is named after its overrides
+    (``1_seed=1,strategy=naive``), whose ``=`` and ``,`` must reach Hydra quoted."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    job = tmp_path / "sweep" / "1_seed=1,strategy=naive"
+    job.mkdir(parents=True)
+    (job / "config.yaml").write_text("seed: 1\n")
+    arguments = train.resume_arguments([f"resume={job}"])
+    parsed = {o.key_or_group: o.value() for o in OverridesParser.create().parse_overrides(arguments)}
+    assert parsed["resume"] == parsed["hydra.run.dir"] == str(job.resolve())
+    assert train.resume_arguments(arguments) == arguments  # as a DDP rank re-runs them
