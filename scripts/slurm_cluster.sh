@@ -160,7 +160,17 @@ start_slurm() {
     wait_for 60 "the compute node" sh -c "sinfo -h -N -o %T | grep -qE '^(idle|mixed|allocated)'"
 }
 
+ours_and_up() {  # our configuration, and the controller answers with the node ready
+    [[ -f $CONF_DIR/slurm.conf ]] && head -n1 "$CONF_DIR/slurm.conf" | grep -qF "$MARK" &&
+        scontrol ping >/dev/null 2>&1 && sacct -n -X -S now >/dev/null 2>&1 &&
+        sinfo -h -N -o %T 2>/dev/null | grep -qE '^(idle|mixed|allocated)'
+}
+
 start() {
+    if ours_and_up; then  # nothing to do (and no root needed)
+        log "cluster '$CLUSTER' is already up"
+        return 0
+    fi
     install_packages
     [[ $(id -u) == 0 ]] || die "starting the cluster's daemons needs root"
     configure

@@ -5,7 +5,7 @@ slurmctld, slurmd on this machine), started by the ``slurm_cluster`` fixture if 
 as root on a Debian machine the script also installs the packages. Every sweep runs through the
 real command line (``python -m clplat.train -m launcher=slurm ...``, submitit, ``sbatch``), and
 its jobs are real SLURM array tasks. Marked ``slurm``: not in the default test run; ``.ci/run``
-runs them after ``make test`` (``make test-slurm``). About 3 minutes on 2 cores once installed.
+runs them after ``make test`` (``make test-slurm``). About 5 minutes on 2 cores once installed.
 """
 
 from __future__ import annotations
@@ -49,10 +49,30 @@ def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     yield
 
 
+_SWEEPS: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def no_jobs_left_behind(tmp_path: Path) -> Iterator[None]:
+    """A test that fails half-way must not leave its sweep running, nor its jobs in the queue
+    (a requeueing job would go on competing for the cores with the next tests)."""
+    yield
+    while _SWEEPS:
+        proc = _SWEEPS.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    for folder in tmp_path.glob("*/.submitit/*"):
+        if folder.name[:1].isdigit():
+            subprocess.run(["scancel", folder.name.split("_")[0]], capture_output=True)
+
+
 def clplat_sweep(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     """``clplat-train -m <args>`` in a subprocess (it submits the jobs and waits for them)."""
-    return subprocess.Popen([sys.executable, "-m", "clplat.train", "-m", *args], env=env or cli_env(),
+    proc = subprocess.Popen([sys.executable, "-m", "clplat.train", "-m", *args], env=env or cli_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _SWEEPS.append(proc)
+    return proc
 
 
 def finish(proc: subprocess.Popen, timeout: float = 600) -> tuple[int, str, str]:
@@ -148,7 +168,7 @@ def test_a_failing_slurm_job_is_listed_with_its_job_id_and_log_and_the_others_fi
     where, message, slurm = listing[0].split("\t")
     assert where == failed.name and message.startswith(reason)
     assert slurm == f"SLURM job {array}_0, log {log}"
-    assert f"clplat: error: job #0 " in log.read_text() and reason in log.read_text()
+    assert "clplat: error: job #0 " in log.read_text() and reason in log.read_text()
     assert settled_states(array) == [(f"{array}_0", "COMPLETED"), (f"{array}_1", "COMPLETED")]  # failed cleanly
     out = report(sweep)
     assert "1 failed job(s)" in out and f"(SLURM job {array}_0, log {log})" in out
