@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run test test-all bench clean
+.PHONY: setup run test test-slurm test-all bench clean
 
 setup: $(STAMP)
 
@@ -17,9 +17,14 @@ $(STAMP): pyproject.toml
 run: setup
 	$(BIN)/clplat-train $(ARGS)
 
-# the default test run (CI runs exactly this); slow and notebook tests are opt-in
+# the default test run (CI runs this, then test-slurm); slow, notebook and SLURM tests are opt-in
 test: setup
-	$(BIN)/python -m pytest -q -m "not slow and not notebooks and not gpu" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -m "not slow and not notebooks and not gpu and not slurm" $(PYTEST_ARGS)
+
+# launcher=slurm against a real single-node cluster on this machine (root: installs and starts it)
+test-slurm: setup
+	bash scripts/slurm_cluster.sh start
+	$(BIN)/python -m pytest -q -m slurm $(PYTEST_ARGS)
 
 test-all: setup
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

@@ -305,7 +305,11 @@ def run_experiment(cfg: DictConfig, resume: bool = False) -> RunResult:
 @contextmanager
 def stop_on_signals() -> Iterator[None]:
     """Turn SIGTERM/SIGINT into ``RunInterrupted`` so the loop can save before exiting (and
-    Lightning's own Ctrl+C handling, which exits without telling us, never sees a KeyboardInterrupt)."""
+    Lightning's own Ctrl+C handling, which exits without telling us, never sees a KeyboardInterrupt);
+    in a SLURM job also the time-limit signal, so that the job saves before it is requeued
+    (``clplat.slurm``)."""
+    from clplat.slurm import stop_signals
+
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -313,7 +317,7 @@ def stop_on_signals() -> Iterator[None]:
     def handler(signum: int, frame: Any) -> None:
         raise RunInterrupted(signum)
 
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT, *stop_signals())}
     try:
         yield
     finally:

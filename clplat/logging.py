@@ -68,12 +68,14 @@ def build_loggers(cfg: Mapping[str, Any], run_dir: Path, run_name: str, config: 
     if not all(isinstance(t, str) for t in tags):
         raise ConfigError("logger.tags", tags, "must be a list of strings")
     meta = wandb_run_metadata(config, run_name, cfg.get("group"), tags)
+    previous = previous_wandb_run_id(run_dir)  # a resumed run continues its W&B run
     logger = WandbLogger(
         project=cfg.get("project") or "clplat",
         entity=cfg.get("entity"),
         save_dir=str(run_dir),
         mode=mode,
         config=config,
+        **({"id": previous, "resume": "allow"} if previous else {}),
         **meta,
     )
     run = logger.experiment  # start the run now so its x-axis is defined before any metric
@@ -82,6 +84,24 @@ def build_loggers(cfg: Mapping[str, Any], run_dir: Path, run_name: str, config: 
         run.define_metric("eval/*", step_metric="cl/global_iter")
         run.define_metric("cl/experience", step_metric="cl/global_iter")
     return [logger]
+
+
+def previous_wandb_run_id(run_dir: Path) -> str | None:
+    """The id of the W&B run that an earlier attempt of this run started, else ``None``.
+
+    W&B keeps a run's local files in ``<run_dir>/wandb/run-<time>-<id>`` (``offline-run-...``
+    offline). Only a resumed run (``resume=``, or a SLURM job requeued after preemption or its
+    time limit) finds one: a new run never starts in a directory holding results. Reusing the id
+    (with ``resume="allow"``) makes the continuation the same W&B run instead of a second one;
+    offline, each attempt writes its own ``offline-run-*`` directory under that one id.
+    """
+    attempts = []
+    for path in (run_dir / "wandb").glob("*run-*-*"):
+        prefix, _, rest = path.name.partition("run-")
+        stamp, _, run_id = rest.rpartition("-")
+        if path.is_dir() and prefix in ("", "offline-") and stamp and run_id:
+            attempts.append((stamp, run_id))
+    return max(attempts)[1] if attempts else None
 
 
 # -- W&B run identity ------------------------------------------------------------------------

@@ -40,7 +40,7 @@ def _failures_markdown(path: Path, out: Path) -> str:
     lines = ["", f"**{len(failed)} failed job(s)** (traceback in each directory's `error.txt`):", ""]
     for job in failed:
         where = job.job_dir.relative_to(out) if job.job_dir.is_relative_to(out) else job.job_dir
-        lines.append(f"- `{where}`: {job.message}")
+        lines.append(f"- `{where}`: {job.message}" + (f" ({job.slurm})" if job.slurm else ""))
     return "\n".join(lines)
 
 

@@ -178,13 +178,29 @@ def resume_arguments(argv: Sequence[str]) -> list[str] | None:
     resume = [a for a in argv if a.startswith("resume=")]
     if not resume:
         return None
-    path = Path(resume[-1].split("=", 1)[1]).expanduser()
+    raw = resume[-1].split("=", 1)[1]
+    if len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "'\"":  # quoted: our own, re-run by a DDP rank
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        raw = str(OverridesParser.create().parse_overrides([f"resume={raw}"])[0].value())
+    path = Path(raw).expanduser()
     others = [a for a in argv if not a.startswith(("resume=", "hydra."))]
     if others:
         fail(f"resume={path} takes no other overrides (the run continues with its own config.yaml); got {' '.join(others)}")
     if not (path / "config.yaml").is_file():
         fail(f"resume={str(path)!r} is not valid: not a clplat run directory (no config.yaml)")
-    return [f"resume={path.resolve()}", f"hydra.run.dir={path.resolve()}", "hydra.output_subdir=null"]
+    where = _quoted(str(path.resolve()))  # a sweep job's directory holds '=' and ',' (its overrides)
+    return [f"resume={where}", f"hydra.run.dir={where}", "hydra.output_subdir=null"]
+
+
+def _quoted(value: str) -> str:
+    """``value`` as a quoted string of Hydra's override grammar, where ``=``, ``,`` and spaces
+    are literal (unquoted they are syntax)."""
+    if "'" not in value:
+        return f"'{value}'"
+    if '"' not in value:
+        return f'"{value}"'
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def preflight(argv: Sequence[str]) -> None:
@@ -251,6 +267,10 @@ def _run(cfg: DictConfig) -> float | None:
         with open_dict(cfg):
             cfg.run_dir, cfg.resume = str(run_dir), str(run_dir)
     result = run_experiment(cfg, resume=bool(resume))
+    if resume:  # a failed sweep job continued by hand: its failure record is obsolete
+        from clplat.analysis.runs import JOB_ERROR_FILE
+
+        (Path(resume) / JOB_ERROR_FILE).unlink(missing_ok=True)
     # returned for sweepers that optimise a metric (e.g. Optuna)
     return result.summary.get("avg_acc")
 
@@ -299,29 +319,62 @@ def run_sweep_job(cfg: DictConfig, job_dir: Path) -> float | None:
     ``SystemExit`` from a usage error would kill an in-process sweep at once; returning lets
     every other job run. A signal (Ctrl+C, the scheduler's SIGTERM) still stops the sweep: it is
     recorded too, then reported with its exit code as for a single run.
+
+    Under SLURM a signal targets one job, not the sweep: the interrupted job saves, is requeued
+    (``clplat.slurm.requeue``) and, run again by SLURM, resumes its own directory here; a job
+    that cannot be requeued is recorded as failed like any other.
     """
+    from clplat import slurm
     from clplat.analysis.runs import JOB_ERROR_FILE
 
     error_file = job_dir / JOB_ERROR_FILE
     error_file.unlink(missing_ok=True)  # a failed earlier attempt in a reused sweep directory
+    if slurm.restart_count() > 0 and (job_dir / "config.yaml").is_file():
+        finished = job_dir / "summary.json"
+        if finished.is_file():  # requeued after it finished (e.g. a node failure): nothing to redo
+            import json
+
+            slurm.finished()
+            return json.loads(finished.read_text()).get("avg_acc")
+        print(f"clplat: job {_job_label()}: SLURM job {slurm.job_id()} was requeued (restart "
+              f"{slurm.restart_count()}); resuming {job_dir} from its last checkpoint", file=sys.stderr, flush=True)
+        from omegaconf import open_dict
+
+        with open_dict(cfg):
+            cfg.resume = str(job_dir)
     try:
-        return _run(cfg)
+        result = _run(cfg)
+        slurm.finished()
+        return result
     except RunInterrupted as err:
         message, code = _failure(err, cfg)
+        _record_failure(error_file, message)  # stays only if no later attempt resumes the job
+        if not slurm.in_slurm_job():
+            fail(message, code)
+        print(f"clplat: job {_job_label()} {err}: saved; asking SLURM to requeue it ({slurm.describe()})",
+              file=sys.stderr, flush=True)
+        reason = slurm.requeue()  # returns only if the job was not requeued
+        message = f"{message} (not requeued: {reason})"
         _record_failure(error_file, message)
-        fail(message, code)
+        print(f"clplat: error: job {_job_label()} failed: {message}", file=sys.stderr, flush=True)
     except Exception as err:  # noqa: BLE001 - any failure of one job must leave the others running
         message, _ = _failure(err, cfg)
         _record_failure(error_file, message)
-        print(f"clplat: error: job {_job_label()} failed: {message} (traceback in {error_file})",
+        where = f"; {slurm.describe()}" if slurm.in_slurm_job() else ""
+        print(f"clplat: error: job {_job_label()} failed: {message} (traceback in {error_file}{where})",
               file=sys.stderr, flush=True)
     return None
 
 
 def _record_failure(error_file: Path, message: str) -> None:
-    """``error.txt``: the one-line reason first (what reports show), then the job and the traceback."""
+    """``error.txt``: the one-line reason first (what reports show), then the job, its SLURM job
+    id and log when it ran under SLURM, and the traceback."""
+    from clplat import slurm
+    from clplat.analysis.runs import SLURM_LINE_PREFIX
+
+    where = f"{SLURM_LINE_PREFIX}{slurm.describe()}\n" if slurm.in_slurm_job() else ""
     error_file.parent.mkdir(parents=True, exist_ok=True)
-    error_file.write_text(f"{message}\njob: {_job_label()}\n\n{traceback.format_exc()}")
+    error_file.write_text(f"{message}\njob: {_job_label()}\n{where}\n{traceback.format_exc()}")
 
 
 # -- Hydra callbacks -----------------------------------------------------------------------------
@@ -340,7 +393,8 @@ class SweepFailures(Callback):
     The jobs may have run in other processes (joblib, submitit), so the record is the files
     they wrote: every ``error.txt`` under the sweep directory written since the sweep started
     (a minute of slack for clocks of a shared filesystem). ``main`` turns a non-empty list into
-    exit code 1, so a script running a sweep can tell that something is missing.
+    exit code 1, so a script running a sweep can tell that something is missing. A SLURM job's
+    line also names its job id and log, where a cluster user looks first.
     """
 
     def __init__(self) -> None:
@@ -358,7 +412,7 @@ class SweepFailures(Callback):
         listing = sweep_dir / SWEEP_FAILURES_FILE
         if failed:
             lines = [f"{job.job_dir.relative_to(sweep_dir) if job.job_dir.is_relative_to(sweep_dir) else job.job_dir}"
-                     f"\t{job.message}" for job in failed]
+                     f"\t{job.message}" + (f"\t{job.slurm}" if job.slurm else "") for job in failed]
             listing.write_text("\n".join(lines) + "\n")
         elif listing.exists():
             listing.unlink()

@@ -234,8 +234,93 @@ def test_slurm_launcher_config_gives_submitit_a_valid_sbatch_script(tmp_path, mo
                                   if key not in ("submitit_folder", "max_num_timeout")})
     script = executor._executor._make_submission_file_text("python -u -m submitit.core._submit x", "uid")
     for line in ("#SBATCH --partition=gpu", "#SBATCH --account=myproj", "#SBATCH --cpus-per-task=4",
-                 "#SBATCH --gpus-per-node=1", "#SBATCH --mem=16GB", "#SBATCH --time=120", "module load cuda/12.4"):
+                 "#SBATCH --gpus-per-node=1", "#SBATCH --mem=16GB", "#SBATCH --time=120", "module load cuda/12.4",
+                 "#SBATCH --signal=USR2@120", "#SBATCH --requeue"):
         assert line in script, line
+    assert params["max_num_timeout"] == 3  # a job that reaches its time limit is requeued (3 times at most)
+
+
+# -- SLURM jobs (without a cluster; tests/test_slurm.py runs them on one) -------------------------
+
+def _as_slurm_array_task(monkeypatch: pytest.MonkeyPatch, restarts: str | None = None) -> None:
+    monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")
+    for key, value in {"SLURM_JOB_ID": "43", "SLURM_ARRAY_JOB_ID": "41", "SLURM_ARRAY_TASK_ID": "2"}.items():
+        monkeypatch.setenv(key, value)
+    if restarts is not None:
+        monkeypatch.setenv("SLURM_RESTART_COUNT", restarts)
+
+
+def test_a_slurm_job_knows_its_array_task_id_restarts_and_stop_signals(monkeypatch):
+    import signal
+
+    from clplat import slurm
+
+    for key in ("SUBMITIT_EXECUTOR", "SLURM_JOB_ID", "SLURM_RESTART_COUNT"):
+        monkeypatch.delenv(key, raising=False)
+    assert not slurm.in_slurm_job() and slurm.job_id() is None and slurm.describe() == ""
+    assert slurm.stop_signals() == () and slurm.restart_count() == 0
+    monkeypatch.setenv("SLURM_JOB_ID", "7")  # an interactive allocation: not a submitit job
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "2")
+    assert not slurm.in_slurm_job() and slurm.restart_count() == 0
+    _as_slurm_array_task(monkeypatch, restarts="2")
+    assert slurm.job_id() == "41_2" and slurm.restart_count() == 2
+    assert slurm.stop_signals() == (signal.SIGUSR2,)
+    assert slurm.describe().startswith("SLURM job 41_2")
+    assert slurm.requeue() == "submitit's requeue handler is not installed in this process"
+
+
+def test_in_a_slurm_job_the_time_limit_signal_stops_a_run_like_sigterm(monkeypatch):
+    import os
+    import signal
+    import time
+
+    from clplat.errors import RunInterrupted
+    from clplat.experiment import stop_on_signals
+
+    _as_slurm_array_task(monkeypatch)
+    with pytest.raises(RunInterrupted) as interrupted, stop_on_signals():
+        os.kill(os.getpid(), signal.SIGUSR2)
+        time.sleep(5)  # the handler raises at once
+    assert interrupted.value.signum == signal.SIGUSR2
+    assert signal.getsignal(signal.SIGUSR2) == signal.SIG_DFL  # restored
+
+
+def test_a_failed_slurm_job_is_listed_with_its_job_id_and_log(tmp_path):
+    from clplat.analysis.runs import SLURM_LINE_PREFIX, find_failed_jobs
+
+    job = tmp_path / "sweep" / "0_seed=0"
+    job.mkdir(parents=True)
+    where = f"SLURM job 41_0, log {tmp_path}/sweep/.submitit/41_0/41_0_0_log.err"
+    (job / JOB_ERROR_FILE).write_text(f"the reason\njob: #0 seed=0\n{SLURM_LINE_PREFIX}{where}\n\nTraceback ...\n")
+    failed, = find_failed_jobs(tmp_path / "sweep")
+    assert (failed.message, failed.slurm) == ("the reason", where)
+    from clplat.report import _failures_markdown
+
+    assert f"- `0_seed=0`: the reason ({where})" in _failures_markdown(tmp_path / "sweep", tmp_path / "sweep")
+
+
+def test_a_resumed_wandb_run_continues_the_run_id_of_its_first_attempt(tmp_path):
+    from clplat.logging import previous_wandb_run_id
+
+    assert previous_wandb_run_id(tmp_path) is None
+    for name in ("offline-run-20261206_041121-firstid1", "offline-run-20261206_051144-secondid", "latest-run"):
+        (tmp_path / "wandb" / name).mkdir(parents=True)
+    (tmp_path / "wandb" / "debug.log").write_text("")
+    assert previous_wandb_run_id(tmp_path) == "secondid"  # the newest attempt's
+
+
+def test_resume_takes_a_sweep_job_directory_whose_name_holds_its_overrides(tmp_path):
+    """``clplat-train resume=<job dir>``: a multirun job's directory is named after its overrides
+    (``1_seed=1,strategy=naive``), whose ``=`` and ``,`` must reach Hydra quoted."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    job = tmp_path / "sweep" / "1_seed=1,strategy=naive"
+    job.mkdir(parents=True)
+    (job / "config.yaml").write_text("seed: 1\n")
+    arguments = train.resume_arguments([f"resume={job}"])
+    parsed = {o.key_or_group: o.value() for o in OverridesParser.create().parse_overrides(arguments)}
+    assert parsed["resume"] == parsed["hydra.run.dir"] == str(job.resolve())
+    assert train.resume_arguments(arguments) == arguments  # as a DDP rank re-runs them
 
 
 def test_a_sweep_with_many_overrides_gets_short_unique_job_folders(tmp_path, monkeypatch, in_process_hydra):

@@ -29,7 +29,10 @@ RESOURCE_PREFIX = "resources."
 JOB_ERROR_FILE = "error.txt"
 """Written into a multirun job's directory when the job fails (first line: the reason)."""
 SWEEP_FAILURES_FILE = "failed_jobs.txt"
-"""Written into a multirun directory when jobs failed: one ``<job dir>\t<reason>`` per line."""
+"""Written into a multirun directory when jobs failed: one ``<job dir>\t<reason>`` per line, plus
+``\tSLURM job <id>, log <path>`` for a job that ran under SLURM."""
+SLURM_LINE_PREFIX = "slurm: "
+"""Starts the line of ``error.txt`` that names a SLURM job's id and log (``slurm: SLURM job 12_3, log ...``)."""
 
 #: values of a run's row that are not override keys
 _NOT_KEYS = (*REPORT_METRICS, "run_dir", "seed", "group")
@@ -390,6 +393,8 @@ class FailedJob:
 
     job_dir: Path
     message: str
+    slurm: str = ""
+    """``SLURM job <id>, log <path>`` when the job ran under SLURM, else empty."""
 
 
 def find_failed_jobs(path: str | Path, since: float | None = None) -> list[FailedJob]:
@@ -405,7 +410,8 @@ def find_failed_jobs(path: str | Path, since: float | None = None) -> list[Faile
         if since is not None and error_file.stat().st_mtime < since:
             continue
         text = error_file.read_text(errors="replace").strip().splitlines()
-        failed.append(FailedJob(error_file.parent, text[0] if text else "(no message)"))
+        slurm = next((line[len(SLURM_LINE_PREFIX):] for line in text[1:4] if line.startswith(SLURM_LINE_PREFIX)), "")
+        failed.append(FailedJob(error_file.parent, text[0] if text else "(no message)", slurm))
     return failed
 
 
