@@ -23,7 +23,7 @@ test: setup
 
 # launcher=slurm against a real single-node cluster on this machine (root: installs and starts it)
 test-slurm: setup
-	bash scripts/slurm_cluster.sh start
+	bash .ci/slurm_cluster.sh start
 	$(BIN)/python -m pytest -q -m slurm $(PYTEST_ARGS)
 
 test-all: setup

@@ -1,6 +1,6 @@
 """``launcher=slurm`` against a real SLURM cluster: sweeps, failing jobs, preemption and requeue.
 
-The cluster is the single-node one of ``scripts/slurm_cluster.sh`` (munge, mariadb + slurmdbd,
+The cluster is the single-node one of ``.ci/slurm_cluster.sh`` (munge, mariadb + slurmdbd,
 slurmctld, slurmd on this machine), started by the ``slurm_cluster`` fixture if it is not up;
 as root on a Debian machine the script also installs the packages. Every sweep runs through the
 real command line (``python -m clplat.train -m launcher=slurm ...``, submitit, ``sbatch``), and
@@ -28,7 +28,7 @@ from tests.helpers import ROOT, cli_env, comparable
 
 pytestmark = pytest.mark.slurm
 
-CLUSTER_SCRIPT = ROOT / "scripts" / "slurm_cluster.sh"
+CLUSTER_SCRIPT = ROOT / ".ci" / "slurm_cluster.sh"
 # the local cluster's partition has 2 cores and no GPU: one core per job, two jobs at a time
 ON_THIS_CLUSTER = ["launcher=slurm", "hydra.launcher.partition=debug", "hydra.launcher.cpus_per_task=1",
                    "hydra.launcher.gpus_per_node=0", "hydra.launcher.mem_gb=1", "hydra.launcher.timeout_min=20"]
@@ -40,7 +40,7 @@ def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """The local cluster, started (and installed, as root) if it is not running; left running,
     as starting it costs seconds and stopping it is the script's ``stop``."""
     if shutil.which("sbatch") is None and os.geteuid() != 0:
-        pytest.skip("SLURM is not installed and installing it needs root (scripts/slurm_cluster.sh start)")
+        pytest.skip("SLURM is not installed and installing it needs root (.ci/slurm_cluster.sh start)")
     log = tmp_path_factory.mktemp("slurm") / "cluster.log"
     with log.open("w") as out:  # a file, not a pipe: the daemons it starts must not hold our pipe open
         started = subprocess.run(["bash", str(CLUSTER_SCRIPT), "start"], stdout=out, stderr=subprocess.STDOUT,

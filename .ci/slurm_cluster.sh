@@ -2,9 +2,9 @@
 # A real single-node SLURM cluster on this machine, for clplat's `launcher=slurm` tests and for
 # trying a sweep before taking it to a real cluster:
 #
-#   scripts/slurm_cluster.sh start    # install (Debian/Ubuntu, as root) if needed, configure, start; idempotent
-#   scripts/slurm_cluster.sh status   # the daemons, the partitions and the queue
-#   scripts/slurm_cluster.sh stop     # stop every daemon this script started; idempotent
+#   .ci/slurm_cluster.sh start    # install (Debian/Ubuntu, as root) if needed, configure, start; idempotent
+#   .ci/slurm_cluster.sh status   # the daemons, the partitions and the queue
+#   .ci/slurm_cluster.sh stop     # stop every daemon this script started; idempotent
 #
 # Daemons: munged (authentication), mariadb + slurmdbd (accounting: submitit follows its jobs
 # through `sacct`, which needs the accounting database), slurmctld (controller) and slurmd (the
@@ -19,7 +19,8 @@
 # Environment: CLPLAT_SLURM_NO_INSTALL=1 skips the apt-get step (fail instead when missing).
 set -euo pipefail
 
-MARK="# written by clplat scripts/slurm_cluster.sh"
+MARK="# written by clplat .ci/slurm_cluster.sh"
+MARK_PREFIX="# written by clplat"  # what marks a file as ours (any version of this script)
 CONF_DIR=/etc/slurm
 LOG_DIR=/var/log/slurm
 STATE_DIR=/var/lib/slurm
@@ -52,7 +53,7 @@ install_packages() {
 # write $2 to $1 unless a file not written by this script is there
 write_conf() {
     local path=$1 text=$2
-    if [[ -f $path ]] && ! head -n1 "$path" | grep -qF "$MARK"; then
+    if [[ -f $path ]] && ! head -n1 "$path" | grep -qF "$MARK_PREFIX"; then
         die "$path exists and was not written by this script (a real cluster's?); not touching it"
     fi
     printf '%s\n%s\n' "$MARK" "$text" >"$path"
@@ -161,7 +162,7 @@ start_slurm() {
 }
 
 ours_and_up() {  # our configuration, and the controller answers with the node ready
-    [[ -f $CONF_DIR/slurm.conf ]] && head -n1 "$CONF_DIR/slurm.conf" | grep -qF "$MARK" &&
+    [[ -f $CONF_DIR/slurm.conf ]] && head -n1 "$CONF_DIR/slurm.conf" | grep -qF "$MARK_PREFIX" &&
         scontrol ping >/dev/null 2>&1 && sacct -n -X -S now >/dev/null 2>&1 &&
         sinfo -h -N -o %T 2>/dev/null | grep -qE '^(idle|mixed|allocated)'
 }
