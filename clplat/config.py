@@ -23,6 +23,10 @@ from clplat.heads import HEAD_TYPES
 from clplat.logging import LOGGER_KINDS, WANDB_MODES
 
 
+PRECISIONS = ("32-true", "64-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", 32, 64, 16, "bf16")
+"""Lightning's numeric precisions (``trainer.precision``)."""
+
+
 @dataclass
 class TrainerSchema:
     epochs: Optional[int] = 5
@@ -106,6 +110,13 @@ def validate_config(cfg: DictConfig) -> None:
     if trainer.epochs is None and trainer.iterations is None:
         raise ConfigError("trainer.epochs", None, "set trainer.epochs or trainer.iterations (per-experience budget)")
     check_int("trainer.batch_size", trainer.batch_size, 1)
+    check_choice("trainer.precision", trainer.precision, PRECISIONS)
+    if str(trainer.accelerator) in ("gpu", "cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError("trainer.accelerator", trainer.accelerator, "no CUDA GPU is visible on this machine "
+                              "(torch.cuda.is_available() is False); run on the CPU with trainer=default")
     check_int("trainer.log_every_n_steps", trainer.log_every_n_steps, 1)
     check_float("trainer.gradient_clip_val", trainer.gradient_clip_val, 0.0, allow_none=True)
     if trainer.strategy not in TRAINER_STRATEGIES:  # ddp_spawn, fsdp, deepspeed, ...

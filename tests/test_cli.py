@@ -59,6 +59,7 @@ def test_cli_usage_error_exits_2_with_one_line_and_writes_nothing(tmp_path):
     (["optimizer.lr=-0.1"], "optimizer.lr=-0.1 is not valid: Invalid learning rate"),
     (["optimizer=sgd", "optimizer.momentum=-1"], "optimizer.momentum=-1 is not valid"),
     (["seed=-3"], "seed=-3 is not valid"),
+    (["trainer.precision=banana"], "trainer.precision='banana' is not valid: allowed values are 32-true, 64-true"),
     (["-m", "strategy=naive,bogus"], "strategy=bogus is not valid: no such option"),
     (["-m", "eval.every_n_iters=5,0"], "eval.every_n_iters=0 is not valid"),
 ])
@@ -92,3 +93,19 @@ def test_errors_found_when_the_stream_is_built_are_one_line_too(make_cfg, overri
         run_experiment(cfg)
     assert expected in str(err.value) and "\n" not in str(err.value)
     assert not (Path(cfg.run_dir) / "metrics.csv").exists()
+
+
+def test_a_gpu_trainer_without_a_gpu_stops_in_preflight_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    with pytest.raises(SystemExit) as exit_info:
+        preflight(["trainer=gpu", f"hydra.run.dir={tmp_path / 'never'}"])
+    assert exit_info.value.code == 2
+    assert "trainer.accelerator='gpu' is not valid: no CUDA GPU is visible" in capsys.readouterr().err
+    assert not (tmp_path / "never").exists()
+
+
+def test_a_float64_run_evaluates_in_float64(make_cfg):
+    from clplat.experiment import run_experiment
+
+    summary = run_experiment(make_cfg("trainer.precision=64", "trainer.checkpoint=false", "plots=false")).summary
+    assert 0.0 <= summary["avg_acc"] <= 1.0

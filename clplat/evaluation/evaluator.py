@@ -119,7 +119,7 @@ class ContinualEvaluator(Callback):
 
     # -- Lightning hooks ---------------------------------------------------------------------
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._to_device(pl_module.device)
+        self._to_device(pl_module)
         if self.initial and trainer.global_step == 0 and len(self.results) == 0:
             self._record(trainer, self._score(trainer, pl_module, initial=True))
 
@@ -140,10 +140,14 @@ class ContinualEvaluator(Callback):
         self.experience = state_dict["experience"]
 
     # -- the evaluation itself ---------------------------------------------------------------
-    def _to_device(self, device: torch.device) -> None:
-        if self.x.device != device:
-            self.x, self.y = self.x.to(device), self.y.to(device)
-            self.model_task, self.eval_task = self.model_task.to(device), self.eval_task.to(device)
+    def _to_device(self, module: L.LightningModule) -> None:
+        """Move the stacked subsets to the module's device, and the inputs to its floating dtype:
+        a ``trainer.precision=64`` (or ``16-true``) model takes float64 (float16) inputs, which
+        Lightning converts for training batches but not for this callback's own tensors."""
+        dtype = next((p.dtype for p in module.parameters() if p.is_floating_point()), self.x.dtype)
+        if self.x.device != module.device or self.x.dtype != dtype:
+            self.x, self.y = self.x.to(module.device, dtype), self.y.to(module.device)
+            self.model_task, self.eval_task = self.model_task.to(module.device), self.eval_task.to(module.device)
 
     def score(self, module: L.LightningModule, n_tasks: int) -> tuple[list[int], list[float], list[float]]:
         """Correct predictions, mean loss and chance level of each of the first ``n_tasks`` tasks.
@@ -151,7 +155,7 @@ class ContinualEvaluator(Callback):
         One batched pass over the stacked subsets (this rank's share of them under DDP), reduced
         per task with ``index_add_`` and summed over ranks.
         """
-        self._to_device(module.device)
+        self._to_device(module)
         end = self.offsets[n_tasks]
         rank, world_size = world()
         share = -(-end // world_size)  # this rank's slice [first, last) of the evaluated prefix
