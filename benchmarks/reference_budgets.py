@@ -104,7 +104,7 @@ def gap_str(gaps: list[float]) -> str:
     if not gaps:
         return "-"
     per_seed = " / ".join(f"{g:+.1f}" for g in gaps)
-    return f"{statistics.mean(gaps):+.1f} ({per_seed})" if len(gaps) > 1 else per_seed
+    return f"{per_seed} ({statistics.mean(gaps):+.1f})" if len(gaps) > 1 else per_seed
 
 
 def main() -> None:
@@ -174,13 +174,20 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
 
-    print("\n| scenario | stream | joint @ recipe (iters) | joint converged (iters) | gap, paired seeds (points) | other methods @ recipe |")
-    print("|---|---|---|---|---|---|")
+    def per_seed(xs: list[float]) -> str:
+        return " / ".join(f"{x:.3f}" for x in xs) if xs else "-"
+
+    print("\n| scenario | stream | joint at recipe, per seed (mean ± sd) | steps | joint converged, per seed (mean ± sd) "
+          "| steps | gap, per seed (mean), points | others at recipe, per seed (mean ± sd) |")
+    print("|---|---|---|---|---|---|---|---|")
     for t in table:
-        others = ", ".join(f"{m} {mean_sd(t[m])}" for m in SCENARIOS[t["scenario"]]["methods"] if t.get(m))
-        print(f"| {t['scenario']} | {t['stream']} | {mean_sd(t['joint_recipe'])} ({t['joint_recipe_iters'] or '-'}) "
-              f"| {mean_sd(t['joint_converged'])} ({t['joint_converged_iters'] or '-'}) "
+        others = "; ".join(f"{m} {per_seed(t[m])} ({mean_sd(t[m])})"
+                           for m in SCENARIOS[t["scenario"]]["methods"] if t.get(m))
+        print(f"| {t['scenario']} | `{t['stream']}` | {per_seed(t['joint_recipe'])} ({mean_sd(t['joint_recipe'])}) "
+              f"| {t['joint_recipe_iters'] or '-'} "
+              f"| {per_seed(t['joint_converged'])} ({mean_sd(t['joint_converged'])}) | {t['joint_converged_iters'] or '-'} "
               f"| {gap_str(t['gap_points'])} | {others or '-'} |")
+    print("seeds: " + ", ".join(f"{t['scenario']} {t['seeds']}" for t in table))
     print(f"\nwrote {args.out}")
 
 
