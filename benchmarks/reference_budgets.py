@@ -4,7 +4,7 @@ For every reference scenario (the default experiment and the ``conf/experiment/r
 recipes) this runs ``strategy=joint`` at the recipe's own budget and at a long "converged" budget
 (1.8 to 4 times the recipe's), per seed, and reports the gap. On the domain-IL recipe it also runs
 ``naive`` and ``replay`` at the recipe budget, paired by seed, to show that the stream separates
-methods. A recipe meets its target when joint at its budget is within 2 points of converged.
+methods (and ``naive`` on the curriculum). A recipe meets its target when joint at its budget is within 2 points of converged.
 
 Resumable: each run writes into ``<runs>/`` (default ``runs/reference_budgets/``, git-ignored) as ``<scenario>/<method>_<budget>_s<seed>/`` and is skipped
 when its ``summary.json`` already exists. Results go to ``benchmarks/results/reference_budgets.json``
@@ -53,7 +53,7 @@ SCENARIOS: dict[str, dict] = {
     "curriculum": {
         "recipe": ["experiment=reference_curriculum"],
         "converged": ["trainer.iterations=1200"],
-        "methods": [],
+        "methods": ["naive"],
     },
 }
 COMMON = ["logger=none", "trainer.checkpoint=false", "plots=false", "eval.every_n_iters=null"]
