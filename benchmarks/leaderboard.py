@@ -53,8 +53,10 @@ class Method:
     note: str = ""
 
 
-# 500 raw MNIST-1D samples (40 float32 + int64 label + int64 task id = 176 bytes each)
-MNIST1D_BUDGET = 500 * 176
+# 500 stored samples of each scenario's stream: input float32 + int64 label + int64 task id
+MNIST1D_BUDGET = 500 * (40 * 1 * 4 + 16)   # sequences of 40 steps x 1 feature
+DIGITS_BUDGET = 500 * (8 * 8 * 4 + 16)     # 8x8 digits read as 8 rows of 8 pixels
+PARITY_BUDGET = 500 * (18 * 1 * 4 + 16)    # 18 bits (2 x N_max, N_max = 9)
 
 SCENARIOS = [
     Scenario("class-IL: split MNIST-1D", ["experiment=reference_classil"],
@@ -63,12 +65,14 @@ SCENARIOS = [
     Scenario("task-IL: split MNIST-1D", ["experiment=reference_taskil"],
              tuning=["stream.order_seed=1"], evaluation=["stream.order_seed=null"],
              memory_budget_bytes=MNIST1D_BUDGET),
-    Scenario("domain-IL", ["experiment=reference_domainil"],
-             tuning=["stream.permutation_seed=1"], evaluation=["stream.permutation_seed=0"],
-             memory_budget_bytes=MNIST1D_BUDGET),
-    Scenario("curriculum", ["experiment=reference_curriculum"],
+    # the tuning stream rotates by other angles (seeded draws) than the evaluation stream's even steps
+    Scenario("domain-IL: rotated digits", ["experiment=reference_domainil"],
+             tuning=["stream.rotation_seed=1"], evaluation=["stream.rotation_seed=null"],
+             memory_budget_bytes=DIGITS_BUDGET),
+    # fresh sequences: another data seed of the same N-parity curriculum
+    Scenario("curriculum: N-parity", ["experiment=reference_curriculum"],
              tuning=["stream.seed=1"], evaluation=["stream.seed=0"],
-             memory_budget_bytes=MNIST1D_BUDGET),
+             memory_budget_bytes=PARITY_BUDGET),
 ]
 
 METHODS = [
