@@ -5,7 +5,7 @@ Both paths go through ``clplat.tune.launch``, exactly as ``clplat-tune`` runs a 
 ``clplat-train -m`` multirun of ``--trials`` trial configs. Repetitions alternate the two paths
 so that a change in the machine's load hits both; the ratio of the medians is printed.
 
-    OMP_NUM_THREADS=1 python benchmarks/tune_throughput.py --trials 6 --reps 3
+    OMP_NUM_THREADS=1 python benchmarks/tune_throughput.py --trials 16 --reps 1
 """
 
 from __future__ import annotations
@@ -27,12 +27,12 @@ from clplat.tune import launch, score, tuning_overrides, write_tuned_config  # n
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=6, help="trials per batch")
+    parser.add_argument("--trials", type=int, default=16, help="trials per launch (clplat-tune's default batch at 2 jobs)")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--jobs", type=int, default=2, help="parallel jobs of the joblib path")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "tune_throughput.json")
-    parser.add_argument("overrides", nargs="*", default=["strategy=replay", "trainer.epochs=1"],
-                        help="the trial runs' overrides (default: replay, 1 epoch per experience)")
+    parser.add_argument("overrides", nargs="*", default=["strategy=replay"],
+                        help="the trial runs' overrides (default: replay at the default budget)")
     args = parser.parse_args()
     overrides = tuning_overrides(args.overrides)
     times: dict[str, list[float]] = {"basic": [], "joblib": []}

@@ -16,8 +16,8 @@ Mechanics, each a standard part:
   is tried again with the same values) and the same trial budget is met for every method.
 - **Spaces**: declared next to the defaults in each component's YAML (``search_space``, see
   ``clplat.search_space``); the run's strategy, plugins and optimizer are tuned together.
-- **Runs**: every batch of trials is one ``clplat-train -m`` multirun through the chosen Hydra
-  launcher (``joblib`` runs the batch in parallel processes pinned to their cores, ``slurm`` on a
+- **Runs**: every batch of trials (``--batch``, default 8 x ``--jobs``) is one ``clplat-train -m``
+  multirun through the chosen Hydra launcher (``joblib`` runs the batch in parallel processes pinned to their cores, ``slurm`` on a
   cluster). A trial's values are a config file ``<study>/tuned/trial_<n>.yaml`` selected with
   ``+tuned=trial_<n>`` on Hydra's search path; the winner is written the same way as
   ``tuned/best.yaml``, so an evaluation run loads it with::
@@ -59,7 +59,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                     "the chosen values on test data. Overrides after the options configure the tuning runs.")
     parser.add_argument("study_dir", type=Path, help="the study's directory (created, or continued)")
     parser.add_argument("--trials", type=int, default=20, help="trial budget (the same for every method compared)")
-    parser.add_argument("--jobs", type=int, default=2, help="trials run side by side per batch")
+    parser.add_argument("--jobs", type=int, default=2, help="trials run side by side")
+    parser.add_argument("--batch", type=int, default=None, help="trials per launch (default 8 x jobs): each "
+                        "launch pays a process start, so short trials want larger batches")
     parser.add_argument("--launcher", default="joblib", help="Hydra launcher of the trial runs (basic, joblib, "
                         "submitit_local, slurm)")
     parser.add_argument("--metric", default="avg_acc", help=f"validation metric selected on: {', '.join(SELECTABLE_METRICS)}")
@@ -76,7 +78,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         argv, tail = argv[: argv.index("--")], argv[argv.index("--") + 1:]
     args = parser.parse_args(argv)
     args.overrides = [*args.overrides, *tail]
-    for name in ("trials", "jobs"):
+    args.batch = args.batch if args.batch is not None else 8 * args.jobs
+    for name in ("trials", "jobs", "batch"):
         if getattr(args, name) < 1:
             fail(f"--{name}={getattr(args, name)} is not valid: must be an integer >= 1")
     if args.metric not in SELECTABLE_METRICS:
@@ -211,7 +214,9 @@ def run_study(args: argparse.Namespace, overrides: list[str], dims: list[Any]) -
     storage = JournalStorage(JournalFileBackend(str(study_dir / "optuna.journal")))
     direction = "minimize" if args.metric in MINIMISED else "maximize"
     study = optuna.create_study(study_name="clplat", storage=storage, load_if_exists=True, direction=direction,
-                                sampler=optuna.samplers.TPESampler(seed=args.sampler_seed))
+                                # constant liar: trials asked together (one batch) spread out instead of
+                                # piling onto the same promising point
+                                sampler=optuna.samplers.TPESampler(seed=args.sampler_seed, constant_liar=True))
     sweep_dir = study_dir / "trials"
     interrupted = interrupted_trials(study_dir)
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):  # a killed batch
@@ -230,7 +235,7 @@ def run_study(args: argparse.Namespace, overrides: list[str], dims: list[Any]) -
         remaining = args.trials - len(done)
         if remaining <= 0:
             break
-        batch = [study.ask() for _ in range(min(args.jobs, remaining))]
+        batch = [study.ask() for _ in range(min(args.batch, remaining))]
         names = []
         for trial in batch:
             params = {dim.key: dim.suggest(trial) for dim in dims}
