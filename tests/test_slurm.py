@@ -148,7 +148,8 @@ def test_a_slurm_sweep_runs_every_job_through_the_scheduler_then_reports(slurm_c
     logs = [sweep / ".submitit" / f"{array}_{task}" / f"{array}_{task}_0_log.out" for task in range(4)]
     assert all("Job completed successfully" in log.read_text() for log in logs)
     rows = [line for line in report(sweep).splitlines() if line.startswith(("| naive", "| replay"))]
-    assert len(rows) == 2 and all(row.count("±") == 7 for row in rows), rows
+    # mean ± std of the final accuracy over both seeds (the third cell of each row)
+    assert len(rows) == 2 and all(row.split("|")[3].count("±") == 1 for row in rows), rows
 
 
 def test_a_failing_slurm_job_is_listed_with_its_job_id_and_log_and_the_others_finish(slurm_cluster, tmp_path):
@@ -240,9 +241,11 @@ def test_a_job_preempted_by_a_higher_priority_partition_is_requeued_by_slurm_and
     (SIGTERM) and requeues it itself; the job saves, and when it runs again resumes. The job
     that kept its core is the uninterrupted reference."""
     sweep = tmp_path / "sweep"
-    proc = clplat_sweep(*ON_THIS_CLUSTER, *TINY, "trainer.iterations=100", "eval.every_n_iters=10", "plots=false",
+    # long enough (a few seconds per experience on a quiet machine) that the preemption, which
+    # SLURM's scheduler decides within seconds, lands while both jobs are still training
+    proc = clplat_sweep(*ON_THIS_CLUSTER, *TINY, "trainer.iterations=1000", "eval.every_n_iters=50", "plots=false",
                         "print_summary=true,false", f"hydra.sweep.dir={sweep}")
-    wait_for(lambda: len(list(sweep.glob("*/checkpoints/exp_1.ckpt"))) == 2, "both jobs' second boundary checkpoint",
+    wait_for(lambda: len(list(sweep.glob("*/checkpoints/exp_0.ckpt"))) == 2, "both jobs' first boundary checkpoint",
              proc=proc)
     array = array_id(sweep)
     urgent = subprocess.run(["sbatch", "--parsable", "--partition=urgent", "--cpus-per-task=1", "--mem=100M",
