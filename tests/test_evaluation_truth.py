@@ -22,9 +22,7 @@ import pytest
 import torch
 
 from clplat.checkpointing import checkpoint_path
-from clplat.experiment import build_backbone, build_optimizer, build_strategy, build_stream, run_experiment
-from clplat.heads import build_head
-from clplat.module import ContinualModule
+from clplat.experiment import build_module, build_strategy, build_stream, run_experiment
 from tests.conftest import CONF_DIR, TINY, compose_config
 
 ITERATIONS = 6  # optimizer steps per experience (TINY)
@@ -71,9 +69,7 @@ def rescore_checkpoint(cfg, ckpt: dict, experience: int) -> list[int]:
     """
     stream = build_stream(cfg)
     strategy = build_strategy(cfg)
-    backbone = build_backbone(cfg, input_size=stream.input_shape[1])
-    head = build_head(cfg.head.type, cfg.head.mask_unseen, stream, backbone.out_dim)
-    module = ContinualModule(backbone, head, strategy, build_optimizer(cfg))
+    module = build_module(cfg, stream, strategy)
     strategy.setup(module, stream)
     module.load_state_dict(ckpt["state_dict"])
     module.on_load_checkpoint(ckpt)
