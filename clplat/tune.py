@@ -67,6 +67,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--metric", default="avg_acc", help=f"validation metric selected on: {', '.join(SELECTABLE_METRICS)}")
     parser.add_argument("--seeds", default="0", help="run seeds of every trial (comma-separated; scores are averaged)")
     parser.add_argument("--sampler-seed", type=int, default=0, help="seed of Optuna's TPE sampler")
+    parser.add_argument("--startup-trials", type=int, default=None,
+                        help="random trials before TPE models the results (default: half the budget, at most "
+                             "10, Optuna's own default)")
     parser.add_argument("--evaluate", nargs="*", default=None, metavar="OVERRIDE",
                         help="run the evaluation phase with these overrides on top of the tuning ones "
                              "(e.g. the evaluation stream); none: evaluate on the tuning stream's test data")
@@ -79,9 +82,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.overrides = [*args.overrides, *tail]
     args.batch = args.batch if args.batch is not None else 8 * args.jobs
-    for name in ("trials", "jobs", "batch"):
+    args.startup_trials = (args.startup_trials if args.startup_trials is not None
+                           else min(10, max(1, args.trials // 2)))
+    for name in ("trials", "jobs", "batch", "startup_trials"):
         if getattr(args, name) < 1:
-            fail(f"--{name}={getattr(args, name)} is not valid: must be an integer >= 1")
+            fail(f"--{name.replace('_', '-')}={getattr(args, name)} is not valid: must be an integer >= 1")
     if args.metric not in SELECTABLE_METRICS:
         fail(f"--metric={args.metric!r} is not valid: allowed values are {', '.join(SELECTABLE_METRICS)}")
     args.seed_list = _seeds("--seeds", args.seeds)
@@ -216,7 +221,8 @@ def run_study(args: argparse.Namespace, overrides: list[str], dims: list[Any]) -
     study = optuna.create_study(study_name="clplat", storage=storage, load_if_exists=True, direction=direction,
                                 # constant liar: trials asked together (one batch) spread out instead of
                                 # piling onto the same promising point
-                                sampler=optuna.samplers.TPESampler(seed=args.sampler_seed, constant_liar=True))
+                                sampler=optuna.samplers.TPESampler(seed=args.sampler_seed, constant_liar=True,
+                                                                   n_startup_trials=args.startup_trials))
     sweep_dir = study_dir / "trials"
     interrupted = interrupted_trials(study_dir)
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):  # a killed batch
@@ -297,7 +303,8 @@ def write_protocol(args: argparse.Namespace, study: Any, overrides: list[str], e
     lines = ["# Tuning protocol", "",
              f"- tuning runs: `{' '.join(overrides)}`",
              f"- selected on: validation `{args.metric}` (mean over seeds {args.seeds}), "
-             f"{args.trials} trials, Optuna TPE (sampler seed {args.sampler_seed})",
+             f"{args.trials} trials, Optuna TPE ({args.startup_trials} random startup trials, sampler seed "
+             f"{args.sampler_seed})",
              f"- chosen (trial {best.number}, validation {args.metric} {best.value:.4f}): "
              + ", ".join(f"`{k}={v}`" for k, v in best.user_attrs.get("overrides", {}).items()),
              "- load them: `clplat-train 'hydra.searchpath=[file://"
@@ -322,7 +329,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     dims = check_and_read_space(overrides)
     spec = {"overrides": list(args.overrides), "metric": args.metric, "seeds": args.seed_list,
             "space": [vars(d) | {"choices": list(d.choices) if d.choices else None} for d in dims],
-            "sampler_seed": args.sampler_seed, "trials": args.trials}
+            "sampler_seed": args.sampler_seed, "startup_trials": args.startup_trials, "trials": args.trials}
     check_study_identity(args.study_dir, spec)
     with (args.study_dir / ".lock").open("w") as lock:
         try:

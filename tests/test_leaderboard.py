@@ -35,7 +35,9 @@ def test_a_small_board_tunes_evaluates_and_compares(tmp_path):
     assert set(rows) == {"naive", "replay"}
     assert rows["naive"][1] == "2" and "[" in rows["naive"][2]  # 2 seeds: mean [CI]
     assert "significant" in rows["naive"][3] and rows["replay"][3] == "baseline"
-    assert rows["replay"][5] == f"{20 * 176:,}"  # the buffer holds exactly the budget
+    assert 0.0 <= float(rows["naive"][6]) <= 1.0  # the tuning phase's validation accuracy, reported beside
+    assert rows["replay"][7] == f"{20 * 176:,}"  # the buffer holds exactly the budget
+    assert "Cost: 6 runs" in text  # per method 1 trial + 2 evaluation seeds
     assert "optimizer.lr=" in rows["naive"][-1]
     # every evaluation run scored test data of the evaluation stream with the tuned values
     for method in ("naive", "replay"):
