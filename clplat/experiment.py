@@ -45,7 +45,7 @@ from clplat.evaluation.evaluator import ContinualEvaluator
 from clplat.evaluation.metrics import accuracy_matrix, summarize
 from clplat.heads import build_head
 from clplat.logger_guard import guarded_loggers
-from clplat.logging import build_loggers, finish_wandb, log_run_end
+from clplat.logging import build_loggers, finish_wandb, keep_csv_log_until, log_run_end
 from clplat.module import ContinualModule
 from clplat.progress import StreamProgress
 from clplat.search_space import without_search_space
@@ -243,9 +243,15 @@ def run_experiment(cfg: DictConfig, resume: bool = False) -> RunResult:
     progress.info(f"{run_name} -> {run_dir}")
     strategy.setup(module, stream)
     start = 0
+    earlier_wall_time = 0.0  # of the attempts before this one, up to the checkpoint resumed from
     if resume and (found := latest_checkpoint(run_dir, rank, world_size)) is not None:
-        start = restore(trainer, module, load_checkpoint(found[1], digest, world_size))
+        checkpoint = load_checkpoint(found[1], digest, world_size)
+        start = restore(trainer, module, checkpoint)
+        earlier_wall_time = float(checkpoint["clplat"].get("wall_time_s", 0.0))
+        keep_csv_log_until(loggers, trainer.global_step)
         progress.info(f"resuming after experience {start} (iteration {trainer.global_step}) from {found[1]}")
+    elif resume:
+        keep_csv_log_until(loggers, -1)
     online = online_regime(stream)
     if online is not None:
         progress.info(f"online stream: one pass per experience in batches of {online['batch_size']} "
@@ -258,7 +264,9 @@ def run_experiment(cfg: DictConfig, resume: bool = False) -> RunResult:
                 if rank == 0:
                     evaluator.results.save_csv(run_dir / "metrics.csv")
                 if tcfg.checkpoint:
-                    save_boundary_checkpoint(trainer, run_dir, exp.index, {"config_hash": digest, "config": config})
+                    save_boundary_checkpoint(trainer, run_dir, exp.index, {
+                        "config_hash": digest, "config": config,
+                        "wall_time_s": earlier_wall_time + time.perf_counter() - started})
                 progress.experience_done(exp.index, trainer.global_step, evaluation.accuracies[: exp.index + 1])
         barrier()  # every rank's last checkpoint is on disk before summary.json says the run finished
         if rank > 0:
@@ -285,7 +293,9 @@ def run_experiment(cfg: DictConfig, resume: bool = False) -> RunResult:
             "config_hash": digest,
             "resumed": resume,
             "versions": versions(),
-            "wall_time_s": round(time.perf_counter() - started, 3),
+            # a resumed run adds the earlier attempts' time up to its checkpoint (work redone after
+            # it is counted once, in this attempt)
+            "wall_time_s": round(earlier_wall_time + time.perf_counter() - started, 3),
         }
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False))
         log_run_end(loggers, summary, plots, R.tolist())

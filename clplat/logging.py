@@ -82,8 +82,32 @@ def build_loggers(cfg: Mapping[str, Any], run_dir: Path, run_name: str, config: 
     if hasattr(run, "define_metric"):
         run.define_metric("cl/global_iter")
         run.define_metric("eval/*", step_metric="cl/global_iter")
+        run.define_metric("train/*", step_metric="cl/global_iter")
         run.define_metric("cl/experience", step_metric="cl/global_iter")
     return [logger]
+
+
+def keep_csv_log_until(loggers: Sequence[Logger], step: int) -> None:
+    """Keep a resumed run's CSV log up to ``step`` (the checkpoint it resumes from).
+
+    Lightning's CSV writer deletes an existing ``metrics.csv`` when it opens; the rows the
+    checkpoint covers are read first and written back, and the rows of work that the resumed
+    run redoes (after ``step``) are dropped, so the log reads like one uninterrupted run's.
+    """
+    import csv
+
+    for logger in loggers:
+        inner = unwrap(logger)
+        if not isinstance(inner, CSVLogger) or inner._experiment is not None:
+            continue
+        path = Path(inner.log_dir) / "metrics.csv"
+        if not path.is_file():
+            continue
+        with path.open(newline="") as fh:
+            rows = [r for r in csv.DictReader(fh) if r.get("step", "").isdigit() and int(r["step"]) <= step]
+        writer = inner.experiment  # opening removes the old file
+        writer.metrics = [{k: v for k, v in row.items() if v != ""} for row in rows]
+        writer.save()
 
 
 def previous_wandb_run_id(run_dir: Path) -> str | None:

@@ -75,19 +75,24 @@ class ContinualModule(L.LightningModule):
             experience = self.strategy.experience.index if self.strategy.experience is not None else 0
             raise TrainingDiverged(float(checked), self.trainer.global_step + 1, experience)
         self.last_loss = loss.detach()
-        if self._loss_is_written_now():
-            self.log("train/loss", self.last_loss, on_step=True, on_epoch=False, batch_size=batch[0].shape[0])
+        self._log_loss()
         return loss
 
-    def _loss_is_written_now(self) -> bool:
-        """Whether Lightning's logger connector writes this step's logged values.
+    def _log_loss(self) -> None:
+        """``train/loss`` every ``log_every_n_steps`` steps, at the step count it completes.
 
-        It writes every ``log_every_n_steps`` steps and drops the rest, but ``self.log`` costs its
-        validation and bookkeeping on every call (about as much as a GRU-16 training step on CPU,
-        measured in benchmarks/e2e.py), so values that would be dropped are not logged at all.
+        Evaluations are logged at ``cl/global_iter`` = steps done; Lightning's ``self.log`` would
+        put this step's loss at the count *before* it (9, 19, ... beside evaluations at 10, 20, ...),
+        so the loss goes to the loggers directly, under the same x-axis. ``self.log`` would also
+        cost its bookkeeping on every step (about a GRU-16 training step on CPU, benchmarks/e2e.py).
         """
         trainer = self.trainer
-        return bool(trainer.loggers) and (trainer.global_step + 1) % trainer.log_every_n_steps == 0
+        done = trainer.global_step + 1
+        if not trainer.loggers or done % trainer.log_every_n_steps:
+            return
+        metrics = {"train/loss": float(self.last_loss), "cl/global_iter": done}
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=done)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         # a strategy may train parameters other than the module's (hypernet: the generator)

@@ -104,3 +104,34 @@ def test_sigterm_saves_and_says_how_to_resume(tmp_path):
     assert (run_dir / "metrics.csv").exists() and not (run_dir / "summary.json").exists()
     assert subprocess.run([sys.executable, "-m", "clplat.train", f"resume={run_dir}", "seed=3"], env=env,
                           capture_output=True, timeout=120).returncode == 2
+
+
+def test_resume_keeps_the_csv_log_and_accumulates_wall_time(make_cfg, monkeypatch):
+    """The resumed run's Lightning CSV log equals an uninterrupted run's (Lightning's writer would
+    delete it), and wall_time_s includes the interrupted attempt's time up to its checkpoint."""
+    import csv
+    import json
+
+    import torch
+
+    overrides = ["strategy=naive", "logger=csv", "trainer.log_every_n_steps=1"]
+
+    def log_rows(cfg) -> list[dict[str, str]]:
+        with (Path(cfg.run_dir) / "logs" / "csv" / "metrics.csv").open(newline="") as fh:
+            return [{k: v for k, v in row.items() if v} for row in csv.DictReader(fh)]
+
+    reference = make_cfg(*overrides)
+    run_experiment(reference)
+    partial = make_cfg(*overrides)
+    interrupt_at(monkeypatch, 14, RunInterrupted(signal.SIGINT))
+    with pytest.raises(RunInterrupted):
+        run_experiment(partial)
+    monkeypatch.undo()
+    assert max(int(r["step"]) for r in log_rows(partial)) > 12  # the lost work after exp_1 was logged
+    checkpoint = torch.load(Path(partial.run_dir) / "checkpoints" / "exp_1.ckpt", weights_only=True)
+    before = checkpoint["clplat"]["wall_time_s"]
+    assert before > 0
+    run_experiment(partial, resume=True)
+    assert log_rows(partial) == log_rows(reference)
+    summary = json.loads((Path(partial.run_dir) / "summary.json").read_text())
+    assert summary["resumed"] and summary["wall_time_s"] > before
