@@ -16,11 +16,9 @@ from typing import Any, Optional
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from clplat.distributed import PROCESS_GROUP_BACKENDS, TRAINER_STRATEGIES
+from clplat.choices import (HEAD_TYPES, LOGGER_KINDS, PROCESS_GROUP_BACKENDS, SPLITS, TASK_SELECTIONS,
+                            TRAINER_STRATEGIES, WANDB_MODES)
 from clplat.errors import ConfigError, check_choice, check_float, check_int
-from clplat.evaluation.evaluator import SPLITS, TASK_SELECTIONS
-from clplat.heads import HEAD_TYPES
-from clplat.logging import LOGGER_KINDS, WANDB_MODES
 
 
 PRECISIONS = ("32-true", "64-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", 32, 64, 16, "bf16")
@@ -138,6 +136,14 @@ def validate_config(cfg: DictConfig) -> None:
     if ev.split == "validation" and validation.fraction == 0.0:
         raise ConfigError("eval.split", ev.split, "needs held-out training data: set validation.fraction "
                           "(e.g. validation.fraction=0.1)")
+
+    optimizer = cfg.get("optimizer")
+    if isinstance(optimizer, DictConfig):  # the optimizer class checks the rest when it is built
+        lr = optimizer.get("lr")
+        if "lr" in optimizer and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or lr <= 0):
+            raise ConfigError("optimizer.lr", lr, "must be a number > 0")
+        if "weight_decay" in optimizer:
+            check_float("optimizer.weight_decay", optimizer.weight_decay, 0.0)
 
     head = _typed("head", cfg.head)
     check_choice("head.type", head.type, HEAD_TYPES)

@@ -27,11 +27,9 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from clplat.choices import PROCESS_GROUP_BACKENDS, TRAINER_STRATEGIES
 from clplat.errors import ConfigError
 
-#: ``trainer.strategy`` values: Lightning's own choice (``ddp`` when devices > 1) or ``ddp``
-TRAINER_STRATEGIES = ("auto", "ddp")
-PROCESS_GROUP_BACKENDS = ("gloo", "nccl")
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 

@@ -12,10 +12,9 @@ from typing import Iterable, Sequence
 import torch
 from torch import Tensor, nn
 
+from clplat.choices import HEAD_TYPES
 from clplat.errors import ConfigError, check_choice
 from clplat.stream import Scenario, Stream
-
-HEAD_TYPES = ("auto", "single", "multi")
 
 
 class SingleHead(nn.Module):

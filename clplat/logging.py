@@ -27,11 +27,9 @@ from typing import Any, Mapping, Sequence
 
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 
+from clplat.choices import LOGGER_KINDS, WANDB_MODES
 from clplat.errors import ConfigError, check_choice
 from clplat.logger_guard import GuardedLogger, unwrap
-
-LOGGER_KINDS = ("csv", "wandb", "none")
-WANDB_MODES = ("auto", "online", "offline", "disabled")
 
 
 def wandb_api_key_available() -> bool:

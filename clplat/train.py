@@ -20,8 +20,9 @@ import os
 import sys
 import time
 import traceback
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import hydra
 from hydra.experimental.callback import Callback
@@ -215,29 +216,44 @@ def preflight(argv: Sequence[str]) -> None:
         raise
     if any(flag in argv for flag in _INSPECT_FLAGS) or args.config_dir or args.config_path:
         return
-    from clplat.config import validate_config
-    from clplat.distributed import check_ddp_support
-    from clplat.experiment import build_backbone, build_optimizer, build_strategy
+    from clplat.config import validate_config  # free of torch: the checks below answer in about a second
 
     try:
         variants = _expand_overrides(list(args.overrides), args.multirun)
     except Exception as err:  # noqa: BLE001 - any parse error is a usage error
         fail(_one_line(err))
-    for overrides in variants:
-        GlobalHydra.instance().clear()
-        try:
+    config_name = args.config_name or "train"
+    composed = []
+    for overrides in variants:  # keys, values and ranges first, before torch and Lightning load
+        with _failing_as_config_error(overrides, config_name):
+            GlobalHydra.instance().clear()
             with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-                cfg = compose(config_name=args.config_name or "train", overrides=overrides)
+                cfg = compose(config_name=config_name, overrides=overrides)
             validate_config(cfg)
+            composed.append((overrides, cfg))
+    from clplat.distributed import check_ddp_support
+    from clplat.experiment import build_backbone, build_optimizer, build_strategy
+
+    for overrides, cfg in composed:  # then what only building the parts can tell
+        with _failing_as_config_error(overrides, config_name):
             check_ddp_support(cfg.trainer, build_strategy(cfg))
             build_optimizer(cfg)
             build_backbone(cfg, input_size=1)  # the stream (and its input size) is built by the run
-        except ConfigError as err:
-            fail(str(err))
-        except Exception as err:  # noqa: BLE001 - composition/instantiation errors are config errors
-            fail(_explain(err, overrides, args.config_name or "train"))
-        finally:
-            GlobalHydra.instance().clear()
+
+
+@contextmanager
+def _failing_as_config_error(overrides: list[str], config_name: str) -> Iterator[None]:
+    """Any error inside ends the command with one line and exit code 2 (it is the config's)."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    try:
+        yield
+    except ConfigError as err:
+        fail(str(err))
+    except Exception as err:  # noqa: BLE001 - composition/instantiation errors are config errors
+        fail(_explain(err, overrides, config_name))
+    finally:
+        GlobalHydra.instance().clear()
 
 
 # an absolute path: relative ones resolve against the module name when run as a console script
@@ -250,8 +266,30 @@ def _hydra_main(cfg: DictConfig) -> float | None:
         return _run(cfg)
     except (ConfigError, TrainingDiverged, RunInterrupted) as err:
         message, code = _failure(err, cfg)
+        if isinstance(err, ConfigError) and not cfg.get("resume"):
+            discard_unused_run_dir(Path(cfg.run_dir))
         fail(message, code)
     return None  # unreachable: fail() exits
+
+
+START_FILES = (".hydra", "config.yaml", "train.log", "logs")
+"""What Hydra and a run write before the first result: a run refused at start leaves none of it."""
+
+
+def discard_unused_run_dir(run_dir: Path) -> None:
+    """Remove a run directory that a run refused at start-up left behind with nothing in it.
+
+    Errors found only when the stream or the model is built (a dataset missing, a strategy that
+    needs a deeper backbone) come after Hydra created the directory. It goes when it holds only
+    start-up files; a directory with anything else (a user's files, results) is left untouched.
+    """
+    import shutil
+
+    if not run_dir.is_dir() or any(entry.name not in START_FILES for entry in run_dir.iterdir()):
+        return
+    if (run_dir / "logs").is_dir() and any(p.is_file() for p in (run_dir / "logs").rglob("*")):
+        return
+    shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def _run(cfg: DictConfig) -> float | None:

@@ -56,7 +56,8 @@ def test_cli_usage_error_exits_2_with_one_line_and_writes_nothing(tmp_path):
     (["logger=wandb", "logger.mode=sometimes"], "logger.mode='sometimes'"),
     (["backbone.pooling=max"], "backbone.pooling='max' is not valid: allowed values are last, mean"),
     (["backbone.hidden_size=0"], "backbone.hidden_size=0"),
-    (["optimizer.lr=-0.1"], "optimizer.lr=-0.1 is not valid: Invalid learning rate"),
+    (["optimizer.lr=-0.1"], "optimizer.lr=-0.1 is not valid: must be a number > 0"),
+    (["+optimizer.betas=[0.9,2.0]"], "optimizer.betas=[0.9, 2.0] is not valid: Invalid beta parameter at index 1"),
     (["optimizer=sgd", "optimizer.momentum=-1"], "optimizer.momentum=-1 is not valid"),
     (["seed=-3"], "seed=-3 is not valid"),
     (["trainer.precision=banana"], "trainer.precision='banana' is not valid: allowed values are 32-true, 64-true"),
@@ -93,6 +94,20 @@ def test_errors_found_when_the_stream_is_built_are_one_line_too(make_cfg, overri
         run_experiment(cfg)
     assert expected in str(err.value) and "\n" not in str(err.value)
     assert not (Path(cfg.run_dir) / "metrics.csv").exists()
+
+
+def test_an_error_found_at_run_start_leaves_no_run_folder(tmp_path):
+    """A missing dataset is found when the stream is built, after Hydra made the run folder."""
+    run_dir = tmp_path / "run"
+    args = ["stream=split_mnist", f"stream.source.root={tmp_path / 'nowhere'}"]
+    result = run_cli(*args, f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert result.returncode == 2 and "stream.source.root" in result.stderr
+    assert not run_dir.exists()
+    # a folder that already held something keeps it
+    (kept := tmp_path / "kept").mkdir()
+    (kept / "notes.txt").write_text("mine")
+    result = run_cli(*args, f"hydra.run.dir={kept}", cwd=tmp_path)
+    assert result.returncode == 2 and (kept / "notes.txt").read_text() == "mine"
 
 
 def test_a_gpu_trainer_without_a_gpu_stops_in_preflight_and_writes_nothing(tmp_path, capsys, monkeypatch):

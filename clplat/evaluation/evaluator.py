@@ -45,14 +45,13 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 
+from clplat.choices import SPLITS, TASK_SELECTIONS
 from clplat.distributed import all_reduce_sum, world
 from clplat.errors import ConfigError, check_choice, check_int
 from clplat.evaluation.results import Evaluation, ResultsStore
 from clplat.stream import Stream
 from clplat.strategy import seeded_generator
 
-TASK_SELECTIONS = ("seen", "all")
-SPLITS = ("test", "validation")
 SUBSET_SALT = 7919  # separates the subset draws from every other generator seeded by the same number
 
 
