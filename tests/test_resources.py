@@ -116,6 +116,23 @@ def test_ewc_counts_one_fisher_and_anchor_per_past_task(make_cfg):
     assert res["samples_by_part"] == {"stream": sum(stream_batches(cfg)), "fisher": 4 * 8}
 
 
+@pytest.mark.parametrize("overrides, refreshed", [
+    ([], range(1, 30, 2)),  # defaults: every second step (2, 4, ..., 30)
+    (["plugin.refresh.interval=1"], range(1, 30)),  # every step but the first: no optimizer step to size it by yet
+    (["plugin.refresh.interval=1", "plugin.refresh.scale=weight_norm", "plugin.refresh.gamma=1e-5",
+      "plugin.refresh.unlearn_steps=2"], [i for i in range(30) for _ in range(2)]),  # the authors' form, J = 2
+], ids=["defaults", "interval1", "weight_norm_j2"])
+def test_refresh_counts_each_unlearning_step_and_its_fisher(make_cfg, overrides, refreshed):
+    cfg, summary, res = run(make_cfg, "strategy=naive", "plugin=[refresh]", "plugin.refresh.fisher_samples=8",
+                            *overrides)
+    batches = stream_batches(cfg)  # the 0-based steps in `refreshed`, one entry per unlearning pass
+    assert res["extra_steps_by_part"] == {"unlearn": len(refreshed)}
+    assert summary["strategy_state"]["refresh_unlearn_steps"] == len(refreshed)
+    assert res["samples_by_part"] == {"stream": sum(batches), "unlearn": sum(batches[i] for i in refreshed),
+                                      "refresh_fisher": 4 * 8}  # not after the last experience
+    assert res["memory_bytes_by_part"] == {"refresh_fisher": param_bytes(summary)}
+
+
 def test_kfpf_counts_its_buffer_snapshot_and_fine_tuning(make_cfg):
     cfg, summary, res = run(make_cfg, "strategy=kfpf", "strategy.iterations=2", "strategy.batch_size=8")
     assert res["memory_bytes_by_part"] == {"buffer": 500 * per_sample(cfg), "fpf_snapshot": param_bytes(summary)}

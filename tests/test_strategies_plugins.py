@@ -29,7 +29,7 @@ def batch_of(exp):
 def test_refresh_moves_parameters_up_the_loss_before_the_relearn_step():
     torch.manual_seed(0)
     stream = toy_stream()
-    refresh = Refresh(gamma=1e-2, noise_std=0.0)
+    refresh = Refresh(gamma=1e-2, scale="weight_norm", noise_std=0.0, interval=1)  # the authors' form
     strategy = compose(Naive(), [refresh])
     module = wire(strategy, stream)
     batch = batch_of(stream[0])
@@ -52,7 +52,7 @@ def test_refresh_moves_parameters_up_the_loss_before_the_relearn_step():
 def test_refresh_fisher_damps_the_step_of_important_parameters():
     torch.manual_seed(0)
     stream = toy_stream()
-    refresh = Refresh(gamma=1e-2, damping=1.0, noise_std=0.0, fisher_samples=None)
+    refresh = Refresh(gamma=1e-2, scale="weight_norm", damping=1.0, noise_std=0.0, fisher_samples=None)
     module = wire(compose(Naive(), [refresh]), stream)
     refresh.after_experience(stream[0])
     assert any(float(f.abs().sum()) > 0 for f in refresh.fisher.values())
@@ -70,7 +70,7 @@ def test_refresh_noise_is_seeded_and_checkpointed():
     runs = []
     for _ in range(2):
         torch.manual_seed(0)
-        refresh = Refresh(gamma=1e-3, noise_std=1.0, seed=5)
+        refresh = Refresh(gamma=1e-3, scale="weight_norm", noise_std=1.0, seed=5)
         module = wire(compose(Replay(buffer_size=4), [refresh]), stream)
         refresh.unlearn(batch_of(stream[0]))
         runs.append(snapshot(module))
@@ -81,6 +81,10 @@ def test_refresh_noise_is_seeded_and_checkpointed():
     assert torch.equal(torch.randn(3, generator=refresh.generator), first)
     with pytest.raises(ConfigError, match=r"plugin\.refresh\.gamma"):
         Refresh(gamma=-1.0)
+    with pytest.raises(ConfigError, match=r"plugin\.refresh\.scale='bogus' is not valid: allowed values are optimizer_step"):
+        Refresh(scale="bogus")
+    with pytest.raises(ConfigError, match=r"plugin\.refresh\.interval=0 is not valid"):
+        Refresh(interval=0)
 
 
 @pytest.mark.parametrize("base", [Naive, lambda: Replay(buffer_size=8), lambda: DER(buffer_size=8, beta=0.5)],
@@ -88,19 +92,90 @@ def test_refresh_noise_is_seeded_and_checkpointed():
 def test_refresh_composes_with_base_strategies(base):
     torch.manual_seed(0)
     stream = toy_stream()
-    strategy = compose(base(), [Refresh(gamma=1e-3)])
+    strategy = compose(base(), [Refresh()])  # every second step, sized by the optimizer's last step
     module = wire(strategy, stream)
+    optimizer = torch.optim.SGD(module.parameters(), lr=0.1)
     for exp in stream:
         strategy.before_experience(exp)
         batch = batch_of(exp)
-        strategy.before_training_step(batch)
-        loss = strategy.training_step(batch)
-        module.zero_grad()
-        loss.backward()
-        strategy.before_optimizer_step()
-        strategy.after_optimizer_step(batch)
+        for _ in range(2):
+            strategy.before_training_step(batch)
+            loss = strategy.training_step(batch)
+            optimizer.zero_grad()
+            loss.backward()
+            strategy.before_optimizer_step()
+            optimizer.step()
+            strategy.after_optimizer_step(batch)
         strategy.after_experience(exp)
-    assert strategy.summary()["refresh_unlearn_steps"] == 3
+    assert strategy.summary()["refresh_unlearn_steps"] == 3  # steps 2, 4 and 6
+
+
+def _flat(module: torch.nn.Module) -> torch.Tensor:
+    return torch.cat([p.detach().flatten().clone() for p in module.parameters()])
+
+
+def _conf(group: str, name: str) -> dict:
+    """A component's defaults as its conf/ YAML sets them (``search_space``, ``seed`` and Hydra
+    keys dropped), so the test follows the shipped defaults, not constructor defaults."""
+    from omegaconf import OmegaConf
+
+    from tests.conftest import CONF_DIR
+
+    node = OmegaConf.to_container(OmegaConf.load(CONF_DIR / group / f"{name}.yaml"))
+    return {k: v for k, v in node.items() if not k.startswith("_") and k not in ("search_space", "seed")}
+
+
+# the optimizers a refresh run meets: clplat's default Adam, the SGD of conf/optimizer/sgd.yaml and
+# the authors' SGD (experiment=refresh_derpp_sgd: lr 0.03, weight decay 1e-4)
+OPTIMIZERS = {
+    "adam": lambda params: torch.optim.Adam(params, **_conf("optimizer", "adam")),
+    "sgd": lambda params: torch.optim.SGD(params, **_conf("optimizer", "sgd")),
+    "sgd_authors": lambda params: torch.optim.SGD(params, lr=0.03, weight_decay=1e-4),
+}
+
+
+@pytest.mark.parametrize("optimizer", sorted(OPTIMIZERS))
+def test_refresh_at_the_defaults_unlearns_a_stated_fraction_of_an_optimizer_step(optimizer):
+    """At conf/plugin/refresh.yaml's defaults, each unlearning step moves the weights by gamma
+    (0.005) times the optimizer step before it, and by at least gamma / 2 of the one after it,
+    whatever the optimizer. (The authors' fixed 1e-5 x ||p|| was 5e-5 .. 1e-3 of an Adam step.)"""
+    torch.manual_seed(0)
+    stream = toy_stream(n_exp=2, per_exp=16)
+    defaults = _conf("plugin", "refresh")
+    gamma = 0.005
+    strategy = compose(DER(buffer_size=16, beta=0.5), [Refresh(**defaults)])
+    module = wire(strategy, stream)
+    unlearn, before, after = [], [], []  # displacement norms: refresh, optimizer step before, after it
+    last_step = None
+    for exp in stream:
+        strategy.before_experience(exp)
+        opt = OPTIMIZERS[optimizer](module.parameters())  # re-created per experience, as Lightning does
+        for i in range(6):
+            batch = tuple(t[4 * (i % 4): 4 * (i % 4) + 4] for t in batch_of(exp))
+            start = _flat(module)
+            strategy.before_training_step(batch)
+            moved = (_flat(module) - start).norm()
+            mid = _flat(module)
+            loss = strategy.training_step(batch)
+            opt.zero_grad()
+            loss.backward()
+            strategy.before_optimizer_step()
+            opt.step()
+            strategy.after_optimizer_step(batch)
+            step = (_flat(module) - mid).norm()
+            if moved > 0 and last_step is not None:
+                unlearn.append(float(moved))
+                before.append(float(last_step))
+                after.append(float(step))
+            last_step = step
+        strategy.after_experience(exp)
+    ratio_before = [u / b for u, b in zip(unlearn, before)]
+    ratio_after = [u / a for u, a in zip(unlearn, after)]
+    assert all(r >= gamma / 2 for r in ratio_after), ratio_after
+    # before any boundary F = 0: exactly gamma; after one, Fisher damping only shrinks it, a little
+    torch.testing.assert_close(ratio_before[:3], [gamma] * 3, rtol=1e-3, atol=0.0)
+    assert all(0.9 * gamma <= r <= gamma * (1 + 1e-3) for r in ratio_before[3:]), ratio_before
+    assert len(unlearn) == 6, "interval 2: a refresh on every second of 12 steps"
 
 
 # -- FPF ------------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ EXPECTED = {
     "strategy/ewc": {"ewc_lambda"}, "strategy/ewc_online": {"ewc_lambda"}, "strategy/si": {"c"},
     "strategy/lwf": {"alpha"}, "strategy/der": {"alpha"}, "strategy/derpp": {"alpha", "beta"},
     "strategy/agem": {"replay_batch_size"}, "strategy/replay": {"replay_batch_size"},
-    "plugin/refresh": {"gamma", "unlearn_steps"}, "plugin/fpf": {"modules", "iterations", "lr"},
+    "plugin/refresh": {"gamma", "unlearn_steps", "interval"}, "plugin/fpf": {"modules", "iterations", "lr"},
     "strategy/kfpf": {"k"}, "strategy/hypernet": {"beta", "lr", "chunk_size", "emb_dim"},
     "strategy/sharp": {"temperature", "min_activation_perc", "density"},
     "strategy/power_law": {"exponent", "rehearsal_size"},
@@ -51,7 +51,7 @@ def test_a_run_config_tunes_strategy_plugins_and_optimizer_together():
     cfg = compose_config(["strategy=replay", "plugin=[refresh]"])
     keys = {d.key for d in run_search_space(cfg)}
     assert keys == {"strategy.replay_batch_size", "plugin.refresh.gamma", "plugin.refresh.unlearn_steps",
-                    "optimizer.lr"}
+                    "plugin.refresh.interval", "optimizer.lr"}
 
 
 @pytest.mark.parametrize("spec, message", [
