@@ -2,8 +2,9 @@
 
 Groups finished runs by the overrides that differ between them (seeds excluded) and reports,
 over each group's runs, the number of values, mean ± std, the 95 % Student-t interval of the
-mean and the per-seed values of the headline metrics — final average accuracy, forgetting, BWT,
-min-ACC, WC-ACC, stability-gap depth, wall time — and of the run's resources (memory, compute
+mean and the per-seed values of the headline metrics — final and average incremental accuracy,
+forgetting, BWT, FWT (where defined), min-ACC, WC-ACC, WF10/WP10, stability-gap depth and recovery,
+wall time — and of the run's resources (memory, compute
 counts) when its ``summary.json`` has them. ``--baseline GROUP`` adds the paired difference of
 every other group to that one over the seeds both have, with its interval and whether it
 excludes 0. Writes ``report.md`` and ``report.csv`` (``<metric>_n/_mean/_std/_ci_low/_ci_high/
@@ -28,8 +29,10 @@ from clplat.analysis.runs import (
     paired_markdown,
     per_seed_markdown,
     seed_warning,
+    shared_settings,
     swept_keys,
     to_markdown,
+    with_config_values,
 )
 
 
@@ -48,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="clplat-report", description=__doc__.splitlines()[0])
     parser.add_argument("path", type=Path, help="a run directory or a multirun directory")
     parser.add_argument("--by", nargs="*", default=None,
-                        help="group by these override keys (default: the keys that differ between runs)")
+                        help="group by these keys: overrides or any config key such as optimizer.lr (default: the "
+                             "overrides that differ between runs)")
     parser.add_argument("--baseline", default=None, metavar="GROUP",
                         help="add paired differences of every group to this one (a group label of the "
                              "table, e.g. naive; 'key=value, key=value' when grouping by several keys)")
@@ -64,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"path={str(args.path)!r} holds no finished run (no summary.json below it){detail}")
     group_by = args.by if args.by else swept_keys(runs)
     try:
+        runs = with_config_values(runs, group_by)  # --by may name any setting, overridden or not
         table = aggregate(runs, group_by)
     except KeyError as err:
         parser.error(str(err.args[0]))
@@ -76,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
         paired = paired_differences(runs, group_by, args.baseline)
     out = args.path if args.path.is_dir() else args.path.parent
     markdown = to_markdown(table, group_by)
+    shared = {k: v for k, v in shared_settings(runs).items() if k not in group_by}
+    if shared:
+        markdown += "\n\nShared by every run: " + ", ".join(f"`{k}={v}`" for k, v in shared.items())
     warning = seed_warning(runs, group_by)
     if warning:
         markdown += "\n\n" + warning

@@ -70,20 +70,24 @@ def test_report_of_a_sweep_groups_by_strategy_with_mean_and_std(sweep: Path, cap
     assert report_main([str(sweep)]) == 0
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if line.startswith(("| naive", "| replay"))]
-    assert len(rows) == 2 and all(row.count("±") == 7 for row in rows), out
+    header = next(line for line in out.splitlines() if line.startswith("| strategy"))
+    assert len(rows) == 2 and all(row.count("±") == header.count("|") - 3 for row in rows), out
     assert "grouped by strategy" in out and "1 failed job(s)" in out and "ValueError: boom" in out
 
     table = pd.read_csv(sweep / "report.csv")
     assert table.strategy.tolist() == ["naive", "replay"] and table.runs.tolist() == [2, 2]
     runs = collect_runs(sweep)
-    for metric in ("avg_acc", "forgetting", "bwt", "min_acc", "wc_acc", "sg_depth_mean", "wall_time_s"):
+    for metric in ("avg_acc", "avg_incremental_acc", "forgetting", "bwt", "min_acc", "wc_acc", "wf10", "wp10",
+                   "sg_depth_mean", "wall_time_s"):
         expected = runs.groupby("strategy")[metric].agg(["mean", "std"])
         assert table[f"{metric}_mean"].tolist() == pytest.approx(expected["mean"].tolist(), nan_ok=True), metric
         assert table[f"{metric}_std"].tolist() == pytest.approx(expected["std"].tolist(), nan_ok=True), metric
     assert table.avg_acc_mean[1] > table.avg_acc_mean[0]  # replay was shifted up
 
     markdown = (sweep / "report.md").read_text()
-    assert markdown.splitlines()[0].startswith("| strategy | runs | final acc | forgetting | BWT | min-ACC | WC-ACC")
+    assert markdown.splitlines()[0].startswith("| strategy | runs | final acc | avg incremental acc | forgetting | BWT")
+    assert "WF10" in markdown.splitlines()[0] and "SG depth" in markdown.splitlines()[0]
+    assert "Shared by every run: `trainer.iterations=20`" in markdown
     assert "`4_seed=2,strategy=naive`: ValueError: boom" in markdown
     for name in SWEEP_PLOT_FILES:
         data = (sweep / name).read_bytes()
@@ -162,3 +166,22 @@ def test_resolve_run_path_finds_the_newest_run_or_sweep(tmp_path: Path, sweep: P
         resolve_run_path(str(tmp_path / "nope"))
     with pytest.raises(FileNotFoundError, match="no finished sweep"):
         resolve_run_path(None, "sweep", start=older.parent.parent.parent.parent / "elsewhere")
+
+
+def test_report_groups_by_any_config_key_and_not_by_how_runs_were_launched(tmp_path: Path, capsys):
+    """--by reads settings nobody overrode from config.yaml; two sweeps launched differently
+    (basic vs joblib) report as one comparison, and the settings all runs share are recorded."""
+    for num, (lr, launcher) in enumerate([(0.01, "basic"), (0.01, "joblib"), (0.003, "basic"), (0.003, "joblib")]):
+        job = tmp_path / f"sweep_{launcher}" / f"{num}"
+        write_run(job, "replay", num, 0.0, ["strategy=replay", f"seed={num}", f"launcher={launcher}", "plots=false"])
+        (job / "config.yaml").write_text(f"optimizer:\n  lr: {lr}\nbackbone:\n  hidden_size: 16\n")
+    runs = collect_runs(tmp_path)
+    assert swept_keys(runs) == ["strategy"]  # launcher and plots say nothing about results
+    assert report_main([str(tmp_path), "--by", "optimizer.lr", "--no-plots"]) == 0
+    out = capsys.readouterr().out
+    assert "| 0.003 | 2 |" in out and "| 0.01 | 2 |" in out
+    assert "Shared by every run: `strategy=replay`" in out and "launcher" not in out.split("Shared by")[1]
+    with pytest.raises(SystemExit) as exit_info:
+        report_main([str(tmp_path), "--by", "optimizer.momentum"])
+    assert exit_info.value.code == 2
+    assert "optimizer.momentum" in capsys.readouterr().err

@@ -30,8 +30,10 @@ from clplat.analysis.runs import (
     report_metrics,
     resolve_run_path,
     seed_warning,
+    shared_settings,
     swept_keys,
     to_markdown,
+    with_config_values,
 )
 from clplat.analysis.stats import PairedDifference, SeedSummary, paired_difference, summarize_seeds, t_quantile
 from clplat.analysis.sweep_plots import (
@@ -60,6 +62,8 @@ __all__ = [
     "wc_acc_curve",
     "PLOT_FILES",
     "REPORT_METRICS",
+    "shared_settings",
+    "with_config_values",
     "RESOURCE_PREFIX",
     "PairedDifference",
     "SeedSummary",

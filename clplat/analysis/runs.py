@@ -18,10 +18,18 @@ from clplat.analysis.stats import CLAIM_SEEDS, CONFIDENCE, paired_difference, su
 from clplat.evaluation.metrics import accuracy_matrix, prepare_table
 
 #: the headline metrics of a report, in display order
-REPORT_METRICS = ("avg_acc", "forgetting", "bwt", "min_acc", "wc_acc", "sg_depth_mean", "wall_time_s")
+REPORT_METRICS = ("avg_acc", "avg_incremental_acc", "forgetting", "bwt", "fwt", "min_acc", "wc_acc", "wf10",
+                  "wp10", "sg_depth_mean", "sg_recovery_iters_mean", "wall_time_s")
 #: their column titles in the Markdown table (the CSV keeps the metric keys)
-REPORT_LABELS = {"avg_acc": "final acc", "forgetting": "forgetting", "bwt": "BWT", "min_acc": "min-ACC",
-                 "wc_acc": "WC-ACC", "sg_depth_mean": "SG depth", "wall_time_s": "wall time (s)"}
+REPORT_LABELS = {"avg_acc": "final acc", "avg_incremental_acc": "avg incremental acc", "forgetting": "forgetting",
+                 "bwt": "BWT", "fwt": "FWT", "min_acc": "min-ACC", "wc_acc": "WC-ACC", "wf10": "WF10",
+                 "wp10": "WP10", "sg_depth_mean": "SG depth", "sg_recovery_iters_mean": "SG recovery (iters)",
+                 "wall_time_s": "wall time (s)"}
+#: override keys that change how a run is launched, logged or shown, never its results: two sweeps
+#: reported together are not split by them
+PRESENTATION_KEYS = ("launcher", "logger", "plots", "print_summary", "progress", "trainer.checkpoint",
+                     "trainer.enable_progress_bar", "trainer.log_every_n_steps")
+PRESENTATION_PREFIXES = ("hydra.", "logger.", "launcher.")
 
 RESOURCE_PREFIX = "resources."
 """Column prefix of the numeric entries of ``summary["resources"]`` (memory, compute counts)."""
@@ -165,8 +173,49 @@ def swept_keys(runs: pd.DataFrame) -> list[str]:
     Overrides shared by every run (a common ``trainer.iterations=...``, ``launcher=joblib``)
     say nothing about the comparison and are left out; ``["strategy"]`` when nothing varies.
     """
-    candidates = [c for c in runs.columns if c not in _NOT_KEYS and not str(c).startswith(RESOURCE_PREFIX)]
+    candidates = [c for c in runs.columns if c not in _NOT_KEYS and not str(c).startswith(RESOURCE_PREFIX)
+                  and c not in PRESENTATION_KEYS and not str(c).startswith(PRESENTATION_PREFIXES)]
     return [c for c in candidates if _key_values(runs[c]).nunique() > 1] or ["strategy"]
+
+
+def shared_settings(runs: pd.DataFrame) -> dict[str, str]:
+    """Overrides every run has with the same value (seed and presentation keys excluded): the
+    setting a report's rows share, recorded beside the table."""
+    shared = {}
+    for column in runs.columns:
+        if column in _NOT_KEYS or str(column).startswith(RESOURCE_PREFIX) or column in PRESENTATION_KEYS \
+                or str(column).startswith(PRESENTATION_PREFIXES):
+            continue
+        values = runs[column]
+        if values.notna().all() and values.astype(str).nunique() == 1:
+            shared[str(column)] = str(values.iloc[0])
+    return shared
+
+
+def with_config_values(runs: pd.DataFrame, keys: Iterable[str]) -> pd.DataFrame:
+    """Add each ``key`` that no run overrode as a column read from every run's ``config.yaml``
+    (``optimizer.lr``, ``backbone.hidden_size``, ...), so a report can group by any setting.
+
+    Raises ``KeyError`` naming a key that no run's config has.
+    """
+    runs = runs.copy()
+    for key in keys:
+        if key in runs.columns and runs[key].notna().all():
+            continue
+        values = []
+        for run_dir, current in zip(runs["run_dir"], runs.get(key, pd.Series([None] * len(runs)))):
+            if isinstance(current, str):
+                values.append(current)
+                continue
+            config = Path(run_dir) / "config.yaml"
+            node: Any = (_read_yaml(config) if config.is_file() else None) or {}
+            for part in key.split("."):
+                node = node.get(part) if isinstance(node, dict) else None
+            values.append(None if node is None else str(node))
+        if all(v is None for v in values):
+            raise KeyError(f"--by {key!r}: no run sets or has this key in its config.yaml")
+        runs[key] = values
+    return runs
 
 
 def _key_values(column: pd.Series) -> pd.Series:
@@ -270,7 +319,8 @@ def to_markdown(table: pd.DataFrame, group_by: list[str]) -> str:
     of one run shows its value alone (no spread, no interval); a cell whose metric is missing
     in some runs says on how many it rests (``(n=3)``).
     """
-    metrics = _table_metrics(table, group_by)
+    # a metric no group has (FWT in class-IL, recovery where no gap was found) gets no column
+    metrics = [m for m in _table_metrics(table, group_by) if table[f"{m}_mean"].notna().any()]
     header = [*group_by, "runs", *(_label(m) for m in metrics)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for _, row in table.iterrows():
