@@ -253,6 +253,7 @@ def run_experiment(cfg: DictConfig, resume: bool = False) -> RunResult:
     elif resume:
         keep_csv_log_until(loggers, -1)
     online = online_regime(stream)
+    strategy.plan(lambda data: experience_iterations(len(data), tcfg, online))
     if online is not None:
         progress.info(f"online stream: one pass per experience in batches of {online['batch_size']} "
                       "(trainer.epochs, trainer.iterations and trainer.batch_size are ignored)")
@@ -356,6 +357,15 @@ def online_regime(stream: Stream) -> dict[str, int] | None:
     return {"batch_size": batch_size}
 
 
+def experience_iterations(num_samples: int, tcfg: DictConfig, online: dict[str, int] | None, scale: int = 1) -> int:
+    """Optimizer steps of one experience training on ``num_samples`` samples: the trainer budget
+    (times ``scale``), or one pass in the online regime whatever the budget says. The loop and
+    ``Strategy.plan`` both use it, so a strategy's step count in advance is the loop's."""
+    if online is not None:
+        return iterations_for(num_samples, online["batch_size"], epochs=1, iterations=None)
+    return iterations_for(num_samples, tcfg.batch_size, tcfg.epochs, tcfg.iterations, scale)
+
+
 def _train_experience(trainer: L.Trainer, module: ContinualModule, strategy: Strategy, evaluator: ContinualEvaluator,
                       exp, tcfg: DictConfig, seed: int, online: dict[str, int] | None = None) -> None:
     evaluator.begin_experience(exp.index)
@@ -365,11 +375,7 @@ def _train_experience(trainer: L.Trainer, module: ContinualModule, strategy: Str
     iters = 0
     batch_size = tcfg.batch_size if online is None else online["batch_size"]
     if data is not None and len(data) > 0:
-        if online is not None:  # one pass over whatever the strategy trains on, whatever the budget says
-            iters = iterations_for(len(data), batch_size, epochs=1, iterations=None)
-        else:
-            iters = iterations_for(len(data), batch_size, tcfg.epochs, tcfg.iterations,
-                                   strategy.budget_scale(exp))
+        iters = experience_iterations(len(data), tcfg, online, strategy.budget_scale(exp))
     if iters > 0:
         loader = ExperienceLoader(data, batch_size, iters, seeded_generator(seed, 104729, exp.index),
                                   rank=trainer.global_rank, world_size=trainer.world_size)

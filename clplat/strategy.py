@@ -5,6 +5,10 @@ hooks, and it reaches the network through ``self.module``. This keeps methods on
 lets plugins (refresh learning, FPF, ...) add behaviour to any base strategy without either
 knowing about the other.
 
+Before the first experience the loop calls ``plan(steps_for)``: how many optimizer steps an
+experience's training data gets, so a method that spreads work over the whole run (k-FPF's
+triggers) can count the run's steps in advance.
+
 Hook order within one experience::
 
     before_experience(exp)           task start (observe classes, snapshot teachers, ...)
@@ -112,6 +116,7 @@ class Strategy:
         self.experience: Experience | None = None
         self.rank, self.world_size = 0, 1
         self.usage = Usage()
+        self.steps_for: Callable[[SequenceData], int] | None = None
 
     # -- wiring ------------------------------------------------------------------------------
     @property
@@ -145,6 +150,14 @@ class Strategy:
         """Called once before the first experience."""
         self.check_stream(stream)
         self._module, self._stream = module, stream
+
+    def plan(self, steps_for: Callable[[SequenceData], int]) -> None:
+        """Called by the loop before the first experience: ``steps_for(data)`` is the number of
+        optimizer steps one experience training on ``data`` takes (``trainer.epochs`` /
+        ``trainer.iterations`` / ``trainer.batch_size``, or the online regime), times 1; the loop
+        multiplies by ``budget_scale``. Kept as ``self.steps_for``; a method that schedules work
+        over the whole run (k-FPF's triggers) sums it over the stream (``None``: outside the loop)."""
+        self.steps_for = steps_for
 
     # -- hooks -------------------------------------------------------------------------------
     def before_experience(self, experience: Experience) -> None:
@@ -308,6 +321,11 @@ class ComposedStrategy(Strategy):
         super().setup(module, stream)
         for part in self.parts:
             part.setup(module, stream)
+
+    def plan(self, steps_for: Callable[[SequenceData], int]) -> None:
+        super().plan(steps_for)
+        for part in self.parts:
+            part.plan(steps_for)
 
     def before_experience(self, experience: Experience) -> None:
         super().before_experience(experience)

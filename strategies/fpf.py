@@ -10,23 +10,35 @@ the MSE to logits stored at insertion, DER-style) variant.
 
 **Module sensitivity.** At every task boundary we snapshot the parameters; a module's score is
 the mean over task switches of ``||theta_m(after t) - theta_m(after t-1)||_1 / |theta_m|`` (the L1
-change per parameter). The scores are always measured and reported (``summary.json``); the
-fine-tuned set is either named groups (default ``[norms, head, last_layer]``: the paper's
-finding that normalisation layers and the classifier forget most, with the last block for
-class-IL; for recurrent backbones "the last block" is the last recurrent layer) or, with
-``modules: auto``, the ``top_k`` modules by measured score (falling back to the named defaults
-before the first task switch has been measured).
+change per parameter). A torch RNN module (``nn.GRU``/``nn.LSTM``) packs the input projection, the
+recurrent matrix and the biases into one module, so each of its tensors is scored as a unit of its
+own. The scores are always measured and reported (``summary.json``); the fine-tuned set is either
+named groups or, with ``modules: auto``, the ``top_k`` units by measured score (falling back to
+the named defaults before the first task switch has been measured).
+
+The default, ``[norms, head, biases]``, is the paper's choice carried over to recurrent
+backbones: its sensitive modules are the normalisation layers (per-channel scale and shift) and
+the classifier; here that is every normalisation layer, the head, and the backbone's bias
+vectors (per-unit shifts, the GRU/LSTM's counterpart of BN's shift where a backbone has no
+norm). It is a small share of every backbone (4.0 % of the default GRU's parameters). The
+paper's "last block" for class-IL is left out: in a 1-layer GRU it is the whole network, and
+fine-tuning all of it measured no better than this subset (docs/strategies.md).
 
 Groups: ``norms`` (every normalisation layer: LayerNorm, BatchNorm, GroupNorm, RMSNorm, ...),
-``head``, ``last_layer`` / ``first_layer`` (of the backbone's stack), or a module path such as
-``backbone.layers.0``.
+``head``, ``biases`` (every bias vector of the backbone), ``last_layer`` / ``first_layer`` (of the
+backbone's stack), or a module or parameter path such as ``backbone.layers.0`` or
+``backbone.layers.0.rnn.weight_ih_l0``.
 
 **Compute.** Every fine-tuning step processes ``batch_size`` buffer samples (forward and backward,
 with gradients kept only for the chosen modules); ``summary.json`` reports the steps, samples and
 seconds FPF added next to the stream's own steps and samples (``fpf_sample_fraction``).
 
-Not verified against the paper's text (no official code): iterations, learning rate, batch size
-and ``k`` defaults are ours (docs/strategies.md).
+**k-FPF's triggers** are spread over the run's planned steps ``T`` (``Strategy.plan``):
+trigger ``j`` of ``k`` fires after step ``round(j * T / k)``, so the last one fine-tunes after
+the stream's final step (an interval ``T // k`` left up to ``k - 1`` plain steps after it).
+
+Not verified against the paper's text (no official code, and the stored copies hold only its
+abstract): iterations, learning rate, batch size and ``k`` defaults are ours (docs/strategies.md).
 """
 
 from __future__ import annotations
@@ -49,8 +61,8 @@ if TYPE_CHECKING:
 
 LOSSES = ("ce", "kd")
 WHEN = ("end", "every_experience")
-GROUPS = ("norms", "head", "last_layer", "first_layer")
-DEFAULT_MODULES = ("norms", "head", "last_layer")
+GROUPS = ("norms", "head", "biases", "last_layer", "first_layer")
+DEFAULT_MODULES = ("norms", "head", "biases")
 
 
 def is_norm(module: nn.Module) -> bool:
@@ -59,25 +71,35 @@ def is_norm(module: nn.Module) -> bool:
     return isinstance(module, norm_types) or "Norm" in type(module).__name__
 
 
+def is_bias(name: str) -> bool:
+    """A bias vector by its name: ``bias`` (torch layers), ``bias_ih_l0`` / ``bias_hh_l0`` (torch RNNs)."""
+    leaf = name.rsplit(".", 1)[-1]
+    return leaf == "bias" or leaf.startswith("bias_")
+
+
 def resolve_modules(model: "ContinualModule", names: Sequence[str], key: str) -> list[str]:
-    """Module paths (``model.named_modules`` names) of the groups or paths in ``names``."""
+    """Module or parameter paths (``named_modules`` / ``named_parameters`` names) of the groups or
+    paths in ``names``."""
     modules = dict(model.named_modules())
+    parameters = dict(model.named_parameters())
     out: list[str] = []
     for name in names:
         if name == "norms":
             found = [n for n, m in modules.items() if n and is_norm(m)]
         elif name == "head":
             found = ["head"]
+        elif name == "biases":
+            found = [n for n, p in parameters.items() if n.startswith("backbone.") and p.requires_grad and is_bias(n)]
         elif name in ("last_layer", "first_layer"):
             layers = getattr(model.backbone, "layers", None)
             if layers is None or len(layers) == 0:
                 raise ConfigError(key, name, "the backbone has no 'layers' stack")
             found = [f"backbone.layers.{len(layers) - 1 if name == 'last_layer' else 0}"]
-        elif name in modules:
+        elif name in modules or name in parameters:
             found = [name]
         else:
-            raise ConfigError(key, name, "allowed values are " + ", ".join(GROUPS) + ", auto, or a module path "
-                              "such as backbone.layers.0")
+            raise ConfigError(key, name, "allowed values are " + ", ".join(GROUPS) + ", auto, or a module or "
+                              "parameter path such as backbone.layers.0")
         out.extend(f for f in found if f not in out)
     return out
 
@@ -98,11 +120,15 @@ class Sensitivity:
 
     @staticmethod
     def units(model: nn.Module) -> dict[str, list[str]]:
-        """Modules that own parameters directly -> the names of those parameters."""
+        """Modules that own parameters directly -> the names of those parameters; a torch RNN
+        module's tensors (input projection, recurrent matrix, biases: distinct maps packed in one
+        module) are units of their own."""
         out: dict[str, list[str]] = {}
         for mod_name, mod in model.named_modules():
             own = [f"{mod_name}.{n}" if mod_name else n for n, p in mod.named_parameters(recurse=False) if p.requires_grad]
-            if own:
+            if isinstance(mod, nn.RNNBase):
+                out.update({n: [n] for n in own})
+            elif own:
                 out[mod_name] = own
         return out
 
@@ -204,9 +230,12 @@ class FineTuner:
     def summary(self, model: "ContinualModule", stream_steps: int, stream_samples: int) -> dict[str, Any]:
         samples = self.steps * self.batch_size
         chosen = self.last_selection or self.selection(model)
+        tuned = sum(p.numel() for p in parameters_of(model, chosen))
+        total = sum(p.numel() for p in model.parameters() if p.requires_grad)
         return {
             "fpf_modules": chosen,
-            "fpf_params": sum(p.numel() for p in parameters_of(model, chosen)),
+            "fpf_params": tuned,
+            "fpf_param_fraction": tuned / total if total else None,
             "fpf_sensitivity": self.sensitivity.scores(),
             "fpf_steps": self.steps,
             "fpf_samples": samples,
@@ -304,6 +333,14 @@ class FPF(Plugin):
         self.stream_steps, self.stream_samples = int(state["stream_steps"]), int(state["stream_samples"])
 
 
+def trigger_steps(total_steps: int, k: int) -> list[int]:
+    """The steps (1-based) after which k-FPF fine-tunes: ``round(j * total_steps / k)`` for
+    ``j = 1..k`` (halves round up), so the last is ``total_steps``; fewer than ``k`` distinct
+    steps when ``k > total_steps`` (then every step triggers)."""
+    check_int("strategy.k", k, 1)
+    return sorted({(2 * j * total_steps + k) // (2 * k) for j in range(1, k + 1)} - {0})
+
+
 class KFPF(Strategy):
     """k-FPF: replay-free SGD on the stream, FPF on the reservoir buffer ``k`` times."""
 
@@ -327,6 +364,9 @@ class KFPF(Strategy):
         self.steps = 0
         self.samples = 0
         self.triggers = 0
+        self.trigger_steps: list[int] = []  # the stream steps after which FPF ran
+        self.planned_steps: int | None = None
+        self._schedule: frozenset[int] | None = None
         self._logits: Tensor | None = None
 
     def setup(self, module: "ContinualModule", stream: Stream) -> None:
@@ -337,18 +377,20 @@ class KFPF(Strategy):
                                       sample_nbytes(stream, logits=self.stores_logits))
             self.buffer = ReplayBuffer(size, "reservoir", seeded_generator(self.seed, 1))
 
-    def _interval(self) -> int:
-        """Steps between triggers: ``every_n_steps``, else the run's total steps / k.
-
-        The total is this experience's number of batches times the number of experiences (exact
-        for streams whose experiences have equal budgets, like every stream shipped here)."""
-        if self.every_n_steps is None:
-            try:
-                per_experience = int(self.module.trainer.num_training_batches)
-            except RuntimeError as err:  # not attached to a Trainer (unit use)
-                raise ConfigError("strategy.every_n_steps", None, "set it when training outside the Trainer") from err
-            self.every_n_steps = max(1, per_experience * len(self.stream) // self.k)
-        return self.every_n_steps
+    def _triggers_at(self, step: int) -> bool:
+        """Whether FPF runs after stream step ``step`` (1-based): every ``every_n_steps`` steps when
+        set, else after steps ``round(j * T / k)``, ``j = 1..k``, of the run's ``T`` planned steps,
+        so the last trigger follows the stream's final step (``T // k`` intervals left up to
+        ``k - 1`` plain steps after the last trigger: 5 of 325 with the old default budget)."""
+        if self.every_n_steps is not None:
+            return step % self.every_n_steps == 0
+        if self._schedule is None:
+            if self.steps_for is None:  # not run by the experiment loop (unit use)
+                raise ConfigError("strategy.every_n_steps", None, "set it when training outside run_experiment "
+                                  "(or call plan(steps_for) first)")
+            self.planned_steps = sum(self.steps_for(exp.train) for exp in self.stream)
+            self._schedule = frozenset(trigger_steps(self.planned_steps, self.k))
+        return step in self._schedule
 
     def training_step(self, batch: Batch) -> Tensor:
         x, y, task = batch
@@ -365,10 +407,11 @@ class KFPF(Strategy):
         self._logits = None
         self.steps += 1
         self.samples += int(x.shape[0])
-        if self.steps % self._interval() == 0:
+        if self._triggers_at(self.steps):
             steps, samples = self.tuner.run(self.module, self.buffer)
             self.count_extra_steps("fpf", steps, samples)
             self.triggers += 1
+            self.trigger_steps.append(self.steps)
 
     def after_experience(self, experience: Experience) -> None:
         self.tuner.sensitivity.record(self.module)
@@ -378,15 +421,17 @@ class KFPF(Strategy):
 
     def summary(self) -> dict[str, Any]:
         out = self.tuner.summary(self.module, self.steps, self.samples)
-        out.update({"fpf_triggers": self.triggers, "fpf_every_n_steps": self.every_n_steps, "buffer_size": len(self.buffer)})
+        out.update({"fpf_triggers": self.triggers, "fpf_trigger_steps": list(self.trigger_steps),
+                    "fpf_every_n_steps": self.every_n_steps, "fpf_planned_steps": self.planned_steps,
+                    "buffer_size": len(self.buffer)})
         return out
 
     def state_dict(self) -> dict[str, Any]:
         return {"tuner": self.tuner.state_dict(), "buffer": self.buffer.state_dict(), "steps": self.steps,
-                "samples": self.samples, "triggers": self.triggers, "every_n_steps": self.every_n_steps}
+                "samples": self.samples, "triggers": self.triggers, "trigger_steps": list(self.trigger_steps)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.tuner.load_state_dict(state["tuner"])
         self.buffer.load_state_dict(state["buffer"])
         self.steps, self.samples, self.triggers = int(state["steps"]), int(state["samples"]), int(state["triggers"])
-        self.every_n_steps = state["every_n_steps"]
+        self.trigger_steps = [int(s) for s in state.get("trigger_steps", [])]

@@ -13,7 +13,7 @@ KEYS = {"memory_bytes", "memory_bytes_by_part", "peak_memory_bytes", "memory_bud
 FAST = ["trainer.checkpoint=false", "plots=false"]
 
 
-def run(make_cfg, *overrides: str):
+def run(make_cfg, *overrides: str, steps: int = 6 * 5):
     cfg = make_cfg(*FAST, *overrides)
     summary = run_experiment(cfg).summary
     res = summary["resources"]
@@ -22,7 +22,7 @@ def run(make_cfg, *overrides: str):
     assert res["samples_processed"] == sum(res["samples_by_part"].values())
     assert res["extra_steps"] == sum(res["extra_steps_by_part"].values())
     assert res["stream_samples"] == res["samples_by_part"]["stream"]
-    assert res["optimizer_steps"] == summary["global_iters"] == 6 * 5
+    assert res["optimizer_steps"] == summary["global_iters"] == steps
     assert res["peak_memory_bytes"] >= res["memory_bytes"]
     return cfg, summary, res
 
@@ -140,6 +140,19 @@ def test_kfpf_counts_its_buffer_snapshot_and_fine_tuning(make_cfg):
     assert res["extra_steps_by_part"] == {"fpf": 20}
     assert res["samples_by_part"] == {"stream": sum(stream_batches(cfg)), "fpf": 160}
     assert summary["strategy_state"]["fpf_samples"] == 160
+
+
+def test_kfpf_last_trigger_fine_tunes_after_the_final_step_and_is_counted(make_cfg):
+    # 7 steps per experience: 35 in all, not a multiple of k = 10 (an interval of 35 // 10 = 3
+    # would trigger 11 times, the last at step 33, two plain steps before the end)
+    cfg, summary, res = run(make_cfg, "strategy=kfpf", "trainer.iterations=7", "strategy.iterations=2",
+                            "strategy.batch_size=8", steps=35)
+    assert res["extra_steps_by_part"] == {"fpf": 10 * 2}  # k triggers of 2 steps
+    state = summary["strategy_state"]
+    assert state["fpf_trigger_steps"] == [4, 7, 11, 14, 18, 21, 25, 28, 32, 35]
+    assert state["fpf_trigger_steps"][-1] == summary["global_iters"] == state["fpf_planned_steps"]
+    assert res["samples_by_part"] == {"stream": sum(stream_batches(cfg)), "fpf": 10 * 2 * 8}
+    assert res["memory_bytes_by_part"] == {"buffer": 500 * per_sample(cfg), "fpf_snapshot": param_bytes(summary)}
 
 
 def test_replay_with_fpf_shares_the_buffer_and_adds_fine_tuning(make_cfg):

@@ -7,13 +7,15 @@ import torch
 import torch.nn.functional as F
 
 from clplat.errors import ConfigError
+from clplat.experiment import build_module, build_strategy, build_stream
 from clplat.strategy import compose
 from strategies.common import snapshot
 from strategies.der import DER
-from strategies.fpf import FPF, KFPF, Sensitivity, resolve_modules
+from strategies.fpf import FPF, KFPF, Sensitivity, resolve_modules, trigger_steps
 from strategies.naive import Naive
 from strategies.refresh import Refresh
 from strategies.replay import Replay
+from tests.conftest import compose_config
 from tests.test_strategies import toy_stream, wire
 
 
@@ -207,10 +209,40 @@ def test_fpf_groups_resolve_to_modules_and_bad_names_are_refused():
     module = wire(Naive(), stream)
     assert resolve_modules(module, ["norms", "head", "last_layer"], "k") == ["head", "backbone.layers.0"]
     assert resolve_modules(module, ["backbone.layers.0.rnn"], "k") == ["backbone.layers.0.rnn"]
+    assert resolve_modules(module, ["biases"], "k") == ["backbone.layers.0.rnn.bias_ih_l0",
+                                                        "backbone.layers.0.rnn.bias_hh_l0"]
+    assert resolve_modules(module, ["backbone.layers.0.rnn.weight_ih_l0"], "k") == ["backbone.layers.0.rnn.weight_ih_l0"]
     with pytest.raises(ConfigError, match=r"plugin\.fpf\.modules"):
         wire(compose(Naive(), [FPF(modules=["decoder"])]), stream)
     with pytest.raises(ConfigError, match=r"plugin\.fpf\.loss"):
         FPF(loss="l2")
+
+
+def test_fpf_default_fine_tunes_a_small_strict_subset_of_the_default_gru(tmp_path):
+    """The paper's point is fine-tuning a *small*, forgetting-prone part: at its default module set,
+    on the default backbone (GRU-128, 51,594 parameters), FPF moves under 5 % of the parameters."""
+    torch.manual_seed(0)
+    cfg = compose_config(["stream.source.num_samples=500", "strategy=replay", "plugin=[fpf]",
+                          "plugin.fpf.iterations=2"], tmp_path)  # the default backbone and module set
+    stream = build_stream(cfg)
+    strategy = build_strategy(cfg)
+    module = build_module(cfg, stream, strategy)
+    strategy.setup(module, stream)
+    last = stream[len(stream) - 1]
+    strategy.before_experience(last)
+    module.head.observe_classes(last.classes)
+    strategy.after_optimizer_step((last.train.x[:32], last.train.y[:32], last.train.task[:32]))  # fills the buffer
+    before = snapshot(module)
+    strategy.after_experience(last)  # the last experience: FPF fine-tunes
+    after = snapshot(module)
+    moved = {n for n in after if not torch.equal(after[n], before[n])}
+    total = sum(p.numel() for p in module.parameters())
+    share = sum(after[n].numel() for n in moved) / total
+    assert moved and 0 < share < 0.05, (sorted(moved), share)
+    assert "backbone.layers.0.rnn.weight_hh_l0" not in moved  # the recurrent matrix: 95 % of the GRU
+    summary = strategy.summary()
+    assert summary["fpf_params"] == sum(after[n].numel() for n in moved) == 2058  # head 1,290 + biases 768
+    assert summary["fpf_param_fraction"] == pytest.approx(2058 / 51594)
 
 
 def test_sensitivity_is_the_mean_l1_change_per_parameter():
@@ -278,3 +310,29 @@ def test_kfpf_is_replay_free_and_fine_tunes_every_n_steps():
     assert kfpf.summary()["fpf_samples"] == 12 and kfpf.name == "kfpf_ce"
     with pytest.raises(ConfigError, match=r"strategy\.k"):
         KFPF(k=0)
+
+
+def test_kfpf_triggers_are_spread_so_the_last_follows_the_final_step():
+    assert trigger_steps(325, 10) == [33, 65, 98, 130, 163, 195, 228, 260, 293, 325]  # floor: 32, ..., 320
+    assert trigger_steps(30, 10) == list(range(3, 31, 3))
+    assert trigger_steps(3, 5) == [1, 2, 3]  # k > steps: every step
+    torch.manual_seed(0)
+    stream = toy_stream()  # 3 experiences
+    kfpf = KFPF(buffer_size=6, k=4, modules=["head"], iterations=2, batch_size=4)
+    module = wire(kfpf, stream)
+    kfpf.plan(lambda data: 7)  # 7 steps per experience: 21 in all; 21 // 4 = 5 would stop at step 20
+    head = {"head.linear.weight", "head.linear.bias"}
+    for exp in stream:
+        kfpf.before_experience(exp)
+        for _ in range(7):
+            batch = batch_of(exp)
+            kfpf.training_step(batch)
+            before = snapshot(module)
+            kfpf.after_optimizer_step(batch)
+            after = snapshot(module)
+            moved = {n for n in after if not torch.equal(after[n], before[n])}
+            assert moved == (head if kfpf.steps in (5, 11, 16, 21) else set()), kfpf.steps
+        kfpf.after_experience(exp)
+    summary = kfpf.summary()
+    assert summary["fpf_trigger_steps"] == [5, 11, 16, 21] and summary["fpf_planned_steps"] == 21
+    assert summary["fpf_steps"] == 4 * 2 and kfpf.usage.extra_steps == {"fpf": 8}
