@@ -24,6 +24,7 @@ when ``conf/train.yaml`` does not declare the key).
 
 from __future__ import annotations
 
+import logging
 import shutil
 import sys
 from pathlib import Path
@@ -35,6 +36,9 @@ from lightning.pytorch.callbacks import Callback
 from clplat.errors import check_choice
 
 PROGRESS_MODES = ("auto", "bar", "lines", "quiet")
+RUN_LOG = logging.getLogger("clplat.run")
+"""The run's own log: under Hydra it goes to the job's ``train.log`` only (``conf/train.yaml``,
+``hydra.job_logging``), whatever the terminal shows (quiet sweep jobs included)."""
 
 
 def in_multirun() -> bool:
@@ -96,26 +100,28 @@ class StreamProgress(Callback):
 
     def info(self, text: str) -> None:
         """A start-up line (stream description, run directory); silent in quiet mode."""
+        RUN_LOG.info(text)
         if not self.quiet:
             self._write(f"clplat: {text}")
 
     def experience_done(self, index: int, global_iter: int, accuracies: Sequence[float]) -> None:
         """Close the experience's bar and report the mean accuracy over the seen tasks."""
         self._close_bar()
-        if self.quiet:
-            return
         mean = sum(accuracies) / len(accuracies) if accuracies else float("nan")
-        self._write(f"clplat: experience {index + 1}/{self.num_experiences} done at iteration {global_iter}: "
-                    f"mean accuracy on seen tasks {mean:.3f}")
+        line = (f"experience {index + 1}/{self.num_experiences} done at iteration {global_iter}: "
+                f"mean accuracy on seen tasks {mean:.3f}")
+        RUN_LOG.info(line)
+        if not self.quiet:
+            self._write(f"clplat: {line}")
 
     def run_done(self, run_dir: Path | str, summary: Mapping[str, Any]) -> None:
         """The one line a quiet run prints: where it wrote and its headline numbers."""
-        if not self.quiet:
-            return
         acc, wall = summary.get("avg_acc"), summary.get("wall_time_s")
         acc_text = "n/a" if acc is None else f"{acc:.3f}"
         wall_text = "" if wall is None else f" in {wall:.1f}s"
-        self._write(f"clplat: done {run_dir}: avg_acc={acc_text}{wall_text}")
+        RUN_LOG.info(f"done: avg_acc={acc_text}{wall_text}")
+        if self.quiet:
+            self._write(f"clplat: done {run_dir}: avg_acc={acc_text}{wall_text}")
 
     def close(self) -> None:
         """Release the terminal (a bar left open by an exception would swallow the traceback's first line)."""

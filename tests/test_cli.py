@@ -21,6 +21,9 @@ def test_cli_runs_an_experiment_into_the_hydra_run_dir(tmp_path):
     for name in ("metrics.csv", "summary.json", "accuracy_matrix.csv", "config.yaml", "forgetting_curves.png"):
         assert (run_dir / name).exists(), name
     assert (run_dir / ".hydra" / "overrides.yaml").exists()
+    log = (run_dir / "train.log").read_text()  # the run's own log, each line once on the terminal
+    assert "experience 5/5 done at iteration 30" in log and "done: avg_acc=" in log
+    assert proc.stdout.count("experience 5/5 done") == 1 and "[clplat.run]" not in proc.stdout
 
 
 def test_cli_usage_error_exits_2_with_one_line_and_writes_nothing(tmp_path):
