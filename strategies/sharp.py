@@ -38,6 +38,8 @@ from .sharp_memory import ActivationMemory, RepresentationMemory, knn_log_probs,
 from .sparse import Connection, UnitVector, drop_and_grow, expand_rows, random_mask, select_units, unit_map
 
 LOSSES = ("supcon", "ce")
+#: how a unit's activity is measured for selection (``_unit_activity``)
+ACTIVITIES = ("response", "magnitude")
 
 
 def selection_percent(phase: int) -> float:
@@ -65,7 +67,7 @@ class SHARP(Strategy):
                  stm_num_tasks: int = 1, ltm_per_class: int = 25, k: int = 5, loss: str = "supcon",
                  temperature: float = 0.1, phases: int = 10, min_activation_perc: float = 90.0,
                  selection_samples: int = 1024, replay_batch_size: int | None = None, reinit: bool = True,
-                 memory_bytes: int | None = None, seed: int = 0):
+                 memory_bytes: int | None = None, activity: str = "response", seed: int = 0):
         super().__init__()
         check_float("strategy.density", density, 0.0, 1.0)
         if density <= 0:
@@ -83,6 +85,8 @@ class SHARP(Strategy):
         check_int("strategy.replay_batch_size", replay_batch_size, 1, allow_none=True)
         check_choice("strategy.reinit", reinit, (True, False))
         check_int("strategy.memory_bytes", memory_bytes, 1, allow_none=True)
+        check_choice("strategy.activity", activity, ACTIVITIES)
+        self.activity = activity
         self.density, self.replay_layer = float(density), replay_layer
         self.stm_per_class, self.stm_num_tasks, self.ltm_per_class = stm_per_class, stm_num_tasks, ltm_per_class
         self.k, self.loss, self.temperature = k, loss, float(temperature)
@@ -97,6 +101,8 @@ class SHARP(Strategy):
         self.types: list[Tensor] = []
         self.masks: dict[str, Tensor] = {}
         self.peak_bytes = 0
+        #: stable units per layer at the end of every finished experience (summary.json)
+        self.stable_history: list[list[int]] = []
         self._frozen_rows: dict[str, Tensor] = {}
         self._saved: dict[str, Tensor] = {}
         self._step = 0
@@ -250,6 +256,7 @@ class SHARP(Strategy):
             self.ltm.store(c, self._representations(data.x[first_per_class(data, c, self.ltm_per_class)]),
                            self.types[-1] >= 2)
         self.peak_bytes = max(self.peak_bytes, self.memory_nbytes())
+        self.stable_history.append(self._stable_counts())
         self._in_experience, self._provisional = False, None
 
     def predict(self, x: Tensor, task: Tensor) -> Tensor:
@@ -297,16 +304,27 @@ class SHARP(Strategy):
         return self._provisional[1], self._provisional[2]
 
     def _unit_activity(self) -> list[Tensor]:
-        """Mean absolute output of every unit over time and up to ``selection_samples`` current
-        training samples. SHARP ranks (non-negative) ReLU outputs; recurrent outputs are signed, so
-        |a| stands in for them. Note: recurrent activity is dense, so the cumulative-share rule
-        claims most units in the first experience (on MNIST-1D ~104 of 128 GRU units at 90 %). The
-        per-sample variance concentrates better (36 of 128) but gave lower accuracy in a one-seed
-        check (final 0.14 vs 0.23), so the paper's rule is kept; see docs/strategies.md.
+        """Activity of every unit on up to ``selection_samples`` current training samples, averaged
+        over samples and time (the authors' code: summed ReLU output / 1024).
+
+        SHARP ranks non-negative ReLU outputs, where a unit that does not respond to the data is
+        at 0. A recurrent unit's output is signed and dense: a unit sitting at a constant value
+        (saturated, or untouched since its re-initialisation) has a large ``|h|`` but carries
+        nothing about the input. ``activity=response`` (default) therefore measures the mean
+        absolute deviation from the per-time-step mean over the samples, ``|h - mean_n h|``: 0 for
+        a unit that does not respond, as a silent ReLU. ``activity=magnitude`` is the literal
+        analogue, mean ``|h|``; on the default 2-layer GRU it left no plastic top-layer unit after
+        the fourth experience (docs/strategies.md).
         """
         x = self.experience.train.x[: self.selection_samples]
+
+        def measure(h: Tensor) -> Tensor:  # (N, T, H) -> (H,)
+            if self.activity == "response":
+                h = h - h.mean(dim=0, keepdim=True)
+            return h.abs().mean(dim=(0, 1))
+
         outputs = self._eval_forward(lambda v: torch.stack(
-            [h.abs().mean(dim=(0, 1)) for h in self.module.backbone.forward_layers(v)]), x)
+            [measure(h) for h in self.module.backbone.forward_layers(v)]), x)
         return [a.cpu() for a in outputs]
 
     @torch.no_grad()
@@ -348,6 +366,9 @@ class SHARP(Strategy):
         model's structure, not memory; docs/strategies.md)."""
         return {"activations": self.stm.nbytes(), "representations": self.ltm.nbytes()}
 
+    def _stable_counts(self) -> list[int]:
+        return [int((t >= 2).sum()) for t in self.types]
+
     def summary(self) -> dict[str, Any]:
         masked = [c for c in self.connections if c.name in self.masks]
         kept = sum(int(self.masks[c.name].sum()) for c in masked)
@@ -360,13 +381,16 @@ class SHARP(Strategy):
             "sharp_stm_per_class": self.stm_per_class,
             "sharp_stm_sample_bytes": getattr(self, "stm_sample_bytes", None),
             "sharp_density": kept / total if total else 1.0,
-            "sharp_stable_units": [int((t >= 2).sum()) for t in self.types],
+            "sharp_stable_units": self._stable_counts(),
+            # per finished experience: a layer with every unit stable has nothing left to learn with
+            "sharp_stable_units_by_experience": [list(c) for c in self.stable_history],
             "sharp_frozen_units": [int(self._frozen_units(l).sum()) for l in range(len(self.types))],
         }
 
     def state_dict(self) -> dict[str, Any]:
         return {"types": [t.clone() for t in self.types], "masks": {k: v.clone() for k, v in self.masks.items()},
                 "stm": self.stm.state_dict(), "ltm": self.ltm.state_dict(), "peak_bytes": self.peak_bytes,
+                "stable_history": [list(c) for c in self.stable_history],
                 "generator": self.generator.get_state(), "sample_generator": self.sample_generator.get_state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -375,6 +399,7 @@ class SHARP(Strategy):
         self.stm.load_state_dict(state["stm"])
         self.ltm.load_state_dict(state["ltm"])
         self.peak_bytes = state["peak_bytes"]
+        self.stable_history = [list(c) for c in state.get("stable_history", [])]
         self.generator.set_state(state["generator"])
         self.sample_generator.set_state(state["sample_generator"])
         self._update_frozen()

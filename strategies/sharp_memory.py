@@ -117,8 +117,10 @@ class RepresentationMemory:
         self.masks: dict[int, Tensor] = {}
 
     def store(self, label: int, reps: Tensor, mask: Tensor) -> None:
+        """Keep ``reps`` with the unit ``mask`` they are read with; an empty mask (no stable unit
+        yet) is stored as all units, as the authors' ``NeocortexKNN.add_class_representation``."""
         self.reps[label] = reps.detach().float().cpu()
-        self.masks[label] = mask.detach().bool().cpu()
+        self.masks[label] = full_if_empty(mask.detach().bool().cpu())
 
     def nbytes(self) -> int:
         return sum(r.shape[0] * (4 * r.shape[1] + 8) + self.masks[c].numel() for c, r in self.reps.items())
@@ -131,12 +133,20 @@ class RepresentationMemory:
         self.masks = {int(c): m for c, m in state["masks"].items()}
 
 
+def full_if_empty(mask: Tensor) -> Tensor:
+    """An all-False unit mask means *all* units (the authors' ``mask[:] = 1`` when no unit is
+    valid): read through an empty mask every vector is zero, every distance 0, and that class
+    would be the nearest to every query."""
+    return mask if bool(mask.any()) else torch.ones_like(mask)
+
+
 def knn_log_probs(queries: Tensor, reps: dict[int, Tensor], masks: dict[int, Tensor], k: int,
                   num_classes: int) -> Tensor:
     """kNN class scores ``(B, num_classes)`` over stored representations (SHARP's LTM).
 
     Each class is compared in its own unit subspace: query and stored vectors are masked with the
-    class's unit mask, L2-normalised, and compared by Euclidean distance. The ``k`` nearest vote;
+    class's unit mask (an empty mask counts as all units, :func:`full_if_empty`), L2-normalised,
+    and compared by Euclidean distance. The ``k`` nearest vote;
     the result is ``log`` of smoothed vote shares, finite for every class (the evaluator takes a
     cross-entropy), whose argmax is the mode of the votes with ties to the smaller label (as
     ``torch.mode``).
@@ -145,7 +155,7 @@ def knn_log_probs(queries: Tensor, reps: dict[int, Tensor], masks: dict[int, Ten
         return queries.new_zeros(queries.shape[0], num_classes)
     distances, labels = [], []
     for c in sorted(reps):
-        m = masks[c].to(queries.device, queries.dtype)
+        m = full_if_empty(masks[c].bool()).to(queries.device, queries.dtype)
         q = F.normalize(queries * m, dim=1)
         r = F.normalize(reps[c].to(queries.device) * m, dim=1)
         distances.append(torch.cdist(q, r))
@@ -176,4 +186,4 @@ def supcon_loss(z: Tensor, y: Tensor, temperature: float) -> Tensor:
     return -per_anchor.mean()
 
 
-__all__ = ["quantize", "dequantize", "ActivationMemory", "RepresentationMemory", "knn_log_probs", "supcon_loss"]
+__all__ = ["quantize", "dequantize", "full_if_empty", "ActivationMemory", "RepresentationMemory", "knn_log_probs", "supcon_loss"]

@@ -150,24 +150,31 @@ def drop_and_grow(mask: Tensor, source_types: Tensor, target_types: Tensor,
 
 
 def select_units(activation: Tensor, types: Tensor, percent: float) -> Tensor:
-    """SHARP's unit selection: among plastic and candidate units (types 0 and 1), the most active
-    ones covering ``percent`` % of their summed activation become candidates (1), the rest plastic.
+    """SHARP's unit selection (``pick_u0_and_u1_neurons`` / ``pick_top_neurons`` in the authors'
+    ``Source/architecture.py``): *all* units of the layer are ranked by activity and the most
+    active ones covering ``percent`` % of the layer's *total* activity are picked (the crossing
+    unit included); picked plastic and candidate units (types 0 and 1) become candidates (1), the
+    other plastic and candidate units plastic (0). Stable units (types >= 2) keep their type but
+    their activity counts towards the share: once the stable units carry ``percent`` % of what the
+    layer does on the new classes, no further unit is claimed. (Ranking only the plastic and
+    candidate units against their own total claims ``percent`` % of what is left at every
+    experience, so on a dense recurrent layer every unit ends up stable.)
 
-    ``activation`` is a non-negative mean activity per unit; older stable units (types >= 2) keep
-    their type.
+    ``activation`` is a non-negative mean activity per unit.
     """
     types = types.clone()
-    candidates = (types <= 1).nonzero().squeeze(1)
-    if candidates.numel() == 0:
+    open_units = types <= 1
+    if not bool(open_units.any()):
         return types
-    values = activation[candidates]
-    order = torch.argsort(values, descending=True, stable=True)
-    cumulative = torch.cumsum(values[order], 0)
+    order = torch.argsort(activation, descending=True, stable=True)
+    cumulative = torch.cumsum(activation[order], 0)
     total = float(cumulative[-1])
     # the first units whose cumulative share reaches percent (the crossing unit included)
-    count = int((cumulative < total * percent / 100.0).sum()) + 1 if total > 0 else 0
-    types[candidates] = 0
-    types[candidates[order[: min(count, candidates.numel())]]] = 1
+    count = min(int((cumulative < total * percent / 100.0).sum()) + 1, activation.numel()) if total > 0 else 0
+    picked = torch.zeros_like(open_units)
+    picked[order[:count]] = True
+    types[open_units] = 0
+    types[open_units & picked] = 1
     return types
 
 

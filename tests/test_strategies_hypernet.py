@@ -12,14 +12,14 @@ import torch
 
 from clplat.backbones import GRUBackbone
 from clplat.errors import ConfigError
-from clplat.experiment import run_experiment
-from clplat.heads import SingleHead
+from clplat.experiment import build_backbone, build_strategy, build_stream, run_experiment
+from clplat.heads import SingleHead, build_head
 from clplat.module import ContinualModule
 from clplat.strategy import Strategy
 from strategies.hypernet import Hypernet, lookahead_delta, lowest_entropy
 from strategies.hypernetworks import ChunkedMLPHypernet, RNNHypernet, TargetSpec, mip_encode
 from strategies.naive import Naive
-from tests.conftest import TINY
+from tests.conftest import TINY, compose_config
 from tests.helpers import assert_resume_matches_uninterrupted, preflight_error, run_cli
 from tests.test_strategies import toy_stream
 
@@ -298,6 +298,24 @@ def test_bad_values_are_refused_with_the_key(kwargs, key):
 
 
 # -- real runs -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stream", ["split_mnist1d", "split_mnist1d_til"])
+def test_default_hypernetwork_is_no_larger_than_the_network_it_generates(tmp_path, stream):
+    # von Oswald et al.'s point is the compressive regime: the generator (with its chunk
+    # embeddings, and theta_0 were MIP on) has at most as many parameters as its target; the
+    # earlier defaults (chunk 13000, hidden [100, 100], theta_0) had 26.8x as many
+    cfg = compose_config([f"stream={stream}", "strategy=hypernet"], tmp_path / "run")
+    data = build_stream(cfg)
+    backbone = build_backbone(cfg, input_size=data.input_shape[1])
+    head = build_head(cfg.head.type, cfg.head.mask_unseen, data, backbone.out_dim)
+    target = sum(p.numel() for p in [*backbone.parameters(), *head.parameters()])
+    strategy = build_strategy(cfg)
+    strategy.setup(ContinualModule(backbone, head, strategy, lambda p: torch.optim.Adam(p, lr=1e-3)), data)
+    state = strategy.summary()
+    assert state["hypernet_target_params"] == target
+    assert state["hypernet_params"] <= target, state
+    assert state["hypernet_params"] == sum(p.numel() for p in strategy.hnet.parameters())
 
 
 @pytest.mark.parametrize("overrides", [
