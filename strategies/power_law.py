@@ -7,25 +7,22 @@ Environments": class-incremental splits, power-law and exponential schedules, co
 
 Past tasks are rehearsed with a probability that decays as a power of the time since each was
 last seen (``strategies/rehearsal_schedule.py``), the statistics of natural environments (Anderson
-& Schooler 1991), instead of uniformly. Per task the strategy keeps a pool of ``pool_size`` of its
-training samples (drawn at the end of the task; not a shared fixed-size reservoir). A rehearsal
-of ``rehearsal_size`` samples draws ``Multinomial(rehearsal_size, p)`` samples per past task from
-the pools, and happens
+& Schooler 1991), instead of uniformly.
 
-- ``when=after_task`` (v1's "amount of data rehearsed after each task"): in a rehearsal session
-  right after each task (from the second one on), ``rehearsal_epochs`` passes with a fresh
-  optimizer from the run's optimizer factory, before the boundary evaluation; or
-- ``when=interleaved``: mixed into the next task's training data (shuffled with it), so the
-  ordinary training loop, budget and evaluation cover it.
+Defaults follow the public code for the paper's setting (``archana53/power-law-for-CI``,
+``environments.py``, not confirmed as the authors'): each phase trains on the current task's data
+*with* the rehearsed samples of older tasks concatenated to it (``when=interleaved``), and the
+rehearsal amount is a fraction of a task's training set (``rehearsal_fraction``; that code's
+values 1, .75, .5, .25, .1). Memory is replay's: ``buffer_size`` samples (or, with
+``memory_bytes``, as many as replay's buffer holds in that many bytes), shared equally by the
+pools of the tasks seen so far (a pool shrinks, keeping a uniform random subset, when a new task
+arrives). A rehearsal draws ``Multinomial(amount, p)`` samples per past task from the pools.
 
-``schedule=uniform`` and ``schedule=exponential`` are the paper's controls: the same pools, the
-same rehearsal amount and timing, only the revisit law differs. ``reset_recency`` makes a
-rehearsal count as "seeing" the task (the clock of the rehearsed tasks restarts); by default the
-age of a task is the time since it was trained as the current task.
-
-Not verified against the paper's text (no official code; see docs/strategies.md): the exponent
-default, the time unit (one experience), the recency rule and the multinomial allocation follow
-the project's reference notes.
+``schedule=uniform`` and ``schedule=exponential`` are the controls: the same pools, the same
+rehearsal amount and timing, only the revisit law differs. ``reset_recency`` makes a rehearsal
+count as "seeing" the task. ``when=after_task`` keeps the older reading of v1's "data rehearsed
+after each task": a separate session on the older tasks only, after each task, with a fresh
+optimizer; in class-IL it erases the task just learned (docs/strategies.md), so it is not the default.
 """
 
 from __future__ import annotations
@@ -36,14 +33,14 @@ import torch
 from torch import Tensor
 
 from clplat.buffers import sample_nbytes, samples_for_budget
-from clplat.errors import check_choice, check_int
+from clplat.errors import check_choice, check_float, check_int
 from clplat.stream import Experience, SequenceData, Stream
 from clplat.strategy import Batch, Strategy, seeded_generator, tensor_nbytes
 
-from .common import epoch_batches, manual_steps, named_trainable, random_subset
+from .common import epoch_batches, manual_steps, named_trainable
 from .rehearsal_schedule import RecencyClock, check_schedule, plan_rehearsal
 
-WHEN = ("after_task", "interleaved")
+WHEN = ("interleaved", "after_task")
 
 
 def draw_from_pool(pool: SequenceData, count: int, generator: torch.Generator) -> SequenceData:
@@ -61,21 +58,21 @@ class PowerLawRehearsal(Strategy):
     name = "power_law"
 
     def __init__(self, schedule: str = "power_law", exponent: float = 1.0, decay: float = 1.0,
-                 rehearsal_size: int = 1000, pool_size: int | None = 500, when: str = "after_task",
+                 rehearsal_fraction: float = 1.0, buffer_size: int = 500, when: str = "interleaved",
                  reset_recency: bool = False, rehearsal_epochs: int = 1, batch_size: int = 64,
                  memory_bytes: int | None = None, seed: int = 0):
         super().__init__()
         check_int("strategy.memory_bytes", memory_bytes, 1, allow_none=True)
         self.memory_bytes = memory_bytes
         check_schedule("strategy", schedule, exponent, decay)
-        check_int("strategy.rehearsal_size", rehearsal_size, 0)
-        check_int("strategy.pool_size", pool_size, 1, allow_none=True)
+        check_float("strategy.rehearsal_fraction", rehearsal_fraction, 0.0)
+        check_int("strategy.buffer_size", buffer_size, 1)
         check_choice("strategy.when", when, WHEN)
         check_choice("strategy.reset_recency", reset_recency, (True, False))
         check_int("strategy.rehearsal_epochs", rehearsal_epochs, 1)
         check_int("strategy.batch_size", batch_size, 1)
         self.schedule, self.exponent, self.decay = schedule, float(exponent), float(decay)
-        self.rehearsal_size, self.pool_size, self.when = rehearsal_size, pool_size, when
+        self.rehearsal_fraction, self.buffer_size, self.when = float(rehearsal_fraction), buffer_size, when
         self.reset_recency, self.rehearsal_epochs, self.batch_size = reset_recency, rehearsal_epochs, batch_size
         self.name = "power_law" if schedule == "power_law" else f"power_law_{schedule}"
         self.generator = seeded_generator(seed, 19)
@@ -87,18 +84,27 @@ class PowerLawRehearsal(Strategy):
         self._drawn: SequenceData | None = None  # the rehearsal set being trained on (counted in the peak)
 
     def setup(self, module, stream: Stream) -> None:
-        """With ``memory_bytes``, every task's pool gets an equal share: ``pool_size`` is the most
-        samples per task such that the pools of all the stream's experiences fit."""
+        """With ``memory_bytes``, ``buffer_size`` is what replay's buffer holds in those bytes
+        (``budget // bytes per sample``), so both methods store the same samples at one budget;
+        a budget that cannot give every experience one sample is refused."""
         super().setup(module, stream)
         if self.memory_bytes is not None:
-            self.pool_size = samples_for_budget("strategy.memory_bytes", self.memory_bytes, sample_nbytes(stream),
-                                                slots=len(stream))
+            per_sample = sample_nbytes(stream)
+            samples_for_budget("strategy.memory_bytes", self.memory_bytes, per_sample, slots=len(stream))
+            self.buffer_size = samples_for_budget("strategy.memory_bytes", self.memory_bytes, per_sample)
+        else:  # every task's pool needs one sample at least
+            check_int("strategy.buffer_size", self.buffer_size, len(stream))
 
     # -- the schedule ------------------------------------------------------------------------
-    def _rehearsal_set(self, now: int) -> SequenceData | None:
+    def rehearsal_amount(self, experience: Experience) -> int:
+        """Samples rehearsed at ``experience``: ``rehearsal_fraction`` of its training set (the
+        public code's ``replay_fraction x task size``; 1 = as many as replay's minibatches add)."""
+        return int(round(self.rehearsal_fraction * len(experience.train)))
+
+    def _rehearsal_set(self, now: int, amount: int) -> SequenceData | None:
         past = sorted(t for t in self.pools if t < now)
-        plan = plan_rehearsal(self.clock, past, now, self.rehearsal_size, self.schedule, self.exponent,
-                              self.decay, self.generator)
+        plan = plan_rehearsal(self.clock, past, now, amount, self.schedule, self.exponent, self.decay,
+                              self.generator)
         if not plan:
             return None
         self.revisits.append({"time": now, "counts": {str(t): c for t, c in plan.items()}})
@@ -107,12 +113,24 @@ class PowerLawRehearsal(Strategy):
                 self.clock.see(t, now)
         return SequenceData.concat([draw_from_pool(self.pools[t], c, self.generator) for t, c in sorted(plan.items())])
 
+    def _store_pool(self, experience: Experience) -> None:
+        """Share ``buffer_size`` equally among the tasks seen so far: the new task gets a uniform
+        random subset, and every older pool keeps a uniform random subset of itself (pools are
+        stored in random order, so their first samples are one)."""
+        per_task = self.buffer_size // (len(self.pools) + (experience.index not in self.pools))
+        for t in self.pools:
+            self.pools[t] = self.pools[t].subset(torch.arange(min(per_task, len(self.pools[t]))))
+        index = torch.randperm(len(experience.train), generator=self.generator)[:per_task]
+        self.pools[experience.index] = experience.train.subset(index)
+
     # -- hooks -------------------------------------------------------------------------------
     def train_data(self, experience: Experience) -> SequenceData | None:
+        """The experience's own training data, with (``interleaved``) its rehearsal set
+        concatenated: the loop shuffles both together, as one phase's dataset."""
         if self.when != "interleaved":
             return experience.train
         if self._interleaved is None or self._interleaved[0] != experience.index:
-            rehearsal = self._rehearsal_set(experience.index)
+            rehearsal = self._rehearsal_set(experience.index, self.rehearsal_amount(experience))
             data = experience.train if rehearsal is None else SequenceData.concat([experience.train, rehearsal])
             self._interleaved = (experience.index, data)
             self._drawn = rehearsal
@@ -121,13 +139,12 @@ class PowerLawRehearsal(Strategy):
 
     def after_experience(self, experience: Experience) -> None:
         now = experience.index
-        index = random_subset(len(experience.train), self.pool_size, self.generator)
-        self.pools[now] = experience.train.subset(index)
+        self._store_pool(experience)
         self.clock.see(now, now)
         self._interleaved = self._drawn = None
         if self.when != "after_task":
             return
-        rehearsal = self._rehearsal_set(now)
+        rehearsal = self._rehearsal_set(now, self.rehearsal_amount(experience))
         if rehearsal is None:
             return
         self._drawn = rehearsal
@@ -160,6 +177,7 @@ class PowerLawRehearsal(Strategy):
                 self.rehearsal_epochs if self.when == "after_task" else 1),
             "rehearsal_steps": self.rehearsal_steps,
             "revisits": self.revisits,
+            "buffer_size": self.buffer_size,
             "pool_samples": sum(len(p) for p in self.pools.values()),
         }
 
@@ -178,4 +196,3 @@ class PowerLawRehearsal(Strategy):
         self.clock.load_state_dict(state["clock"])
         self.revisits = list(state["revisits"])
         self.rehearsal_steps = int(state["rehearsal_steps"])
-

@@ -32,7 +32,6 @@ CADENCES = {"dense": 1, "divisor": 3, "non_divisor": 4}
 CHEAP = {
     "ewc": ["strategy.fisher_samples=8"],
     "ewc_online": ["strategy.fisher_samples=8"],
-    "power_law": ["strategy.rehearsal_size=48", "strategy.pool_size=20", "strategy.batch_size=16"],
     "kfpf": ["strategy.iterations=3", "strategy.batch_size=8"],
     "sharp": ["backbone.num_layers=2", "strategy.selection_samples=64", "strategy.phases=2"],
     "hypernet": ["strategy.chunk_size=2000"],

@@ -27,11 +27,12 @@ def run(make_cfg, *overrides: str, steps: int = 6 * 5):
     return cfg, summary, res
 
 
-def stream_batches(cfg) -> list[int]:
-    """The sizes of the batches ``ExperienceLoader`` yields: 6 per experience, a pass's last one short."""
+def stream_batches(cfg, data_sizes: list[int] | None = None) -> list[int]:
+    """The sizes of the batches ``ExperienceLoader`` yields: 6 per experience, a pass's last one
+    short (``data_sizes``: each experience's training data, when a strategy changes it)."""
     sizes = []
-    for exp in build_stream(cfg):
-        n, start = len(exp.train), 0
+    for n in data_sizes or [len(exp.train) for exp in build_stream(cfg)]:
+        start = 0
         for _ in range(cfg.trainer.iterations):
             start = 0 if start >= n else start
             sizes.append(min(cfg.trainer.batch_size, n - start))
@@ -90,24 +91,43 @@ def test_a_budget_too_small_for_one_sample_is_one_line(make_cfg):
         run_experiment(make_cfg(*FAST, "strategy=replay", "memory_budget_bytes=0"))
 
 
-def test_power_law_counts_pools_and_rehearsal_sessions(make_cfg):
-    # budget for 7 samples per task: pools = 5 x 7 x 176; 4 sessions of 48 samples in batches of 16
-    cfg, summary, res = run(make_cfg, "strategy=power_law", "strategy.rehearsal_size=48", "strategy.batch_size=16",
-                            f"memory_budget_bytes={5 * 7 * 176 + 100}")
+def test_power_law_default_mixes_rehearsal_into_the_loop_at_replays_memory(make_cfg):
+    # default (interleaved): experience k trains on its n_k samples + n_k rehearsed ones in the
+    # ordinary loop (6 steps of 16 either way: no extra steps, every sample counted as trained on);
+    # 50 samples shared by the tasks seen: 50 // t per task
+    cfg, summary, res = run(make_cfg, "strategy=power_law", "strategy.buffer_size=50")
+    sizes = [len(exp.train) for exp in build_stream(cfg)]
+    assert res["memory_bytes_by_part"] == {"pools": 5 * 10 * per_sample(cfg)}
+    held = [min(50 // k, min(sizes[:k])) * k for k in range(1, 5)]  # pools while experience k trains
+    assert res["peak_memory_bytes"] == max(h + n for h, n in zip(held, sizes[1:])) * per_sample(cfg)
+    trained = stream_batches(cfg, [sizes[0], *(2 * n for n in sizes[1:])])
+    assert res["extra_steps"] == 0 and res["samples_by_part"] == {"stream": sum(trained)}
+    assert summary["strategy_state"]["rehearsal_samples"] == sum(sizes[1:])
+    assert summary["strategy_state"]["rehearsal_steps"] == 0
+
+
+def test_power_law_after_task_counts_pools_and_rehearsal_sessions(make_cfg):
+    # budget for 35 samples (replay's count), 35 // t per task; sessions of round(0.5 x n_k) in batches of 16
+    cfg, summary, res = run(make_cfg, "strategy=power_law", "strategy.when=after_task", "strategy.batch_size=16",
+                            "strategy.rehearsal_fraction=0.5", f"memory_budget_bytes={5 * 7 * 176 + 100}")
+    sizes = [len(exp.train) for exp in build_stream(cfg)]
+    amounts = [round(0.5 * n) for n in sizes[1:]]
     assert res["memory_bytes_by_part"] == {"pools": 5 * 7 * per_sample(cfg)}
-    assert res["peak_memory_bytes"] == (5 * 7 + 48) * per_sample(cfg)  # during the last session
-    assert summary["strategy_state"]["pool_samples"] == 35
-    assert res["extra_steps_by_part"] == {"rehearsal": 4 * 3}
-    assert res["samples_by_part"] == {"stream": sum(stream_batches(cfg)), "rehearsal": 4 * 48}
-    assert summary["strategy_state"]["rehearsal_samples"] == 4 * 48
+    held = [35 // t * t for t in range(2, 6)]  # pools during the session after experience t - 1
+    assert res["peak_memory_bytes"] == max(h + a for h, a in zip(held, amounts)) * per_sample(cfg)
+    assert summary["strategy_state"]["pool_samples"] == 35 and summary["strategy_state"]["buffer_size"] == 35
+    assert res["extra_steps_by_part"] == {"rehearsal": sum(-(-a // 16) for a in amounts)}
+    assert res["samples_by_part"] == {"stream": sum(stream_batches(cfg)), "rehearsal": sum(amounts)}
+    assert summary["strategy_state"]["rehearsal_samples"] == sum(amounts)
 
 
-def test_power_law_interleaved_counts_its_rehearsal_set_in_the_peak(make_cfg):
-    cfg, _, res = run(make_cfg, "strategy=power_law", "strategy.when=interleaved", "strategy.rehearsal_size=48",
-                      "strategy.pool_size=20")
-    assert res["memory_bytes_by_part"] == {"pools": 5 * 20 * per_sample(cfg)}
-    assert res["peak_memory_bytes"] == (4 * 20 + 48) * per_sample(cfg)  # pools 0-3 and experience 4's set
-    assert res["extra_steps"] == 0 and set(res["samples_by_part"]) == {"stream"}
+def test_memory_budget_gives_power_law_replays_samples(make_cfg):
+    budget = 2 * 4752  # replay: 54 samples of 176 bytes
+    _, rs, replay = run(make_cfg, "strategy=replay", f"memory_budget_bytes={budget}")
+    _, ps, power = run(make_cfg, "strategy=power_law", f"memory_budget_bytes={budget}")
+    assert rs["strategy_state"]["buffer_size"] == ps["strategy_state"]["buffer_size"] == 54
+    assert power["memory_bytes_by_part"] == {"pools": 5 * (54 // 5) * 176}  # 10 per task
+    assert power["memory_bytes"] <= replay["memory_bytes"] == budget
 
 
 def test_ewc_counts_one_fisher_and_anchor_per_past_task(make_cfg):

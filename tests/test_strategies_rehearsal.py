@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from clplat.buffers import ReplayBuffer
 from clplat.errors import ConfigError
+from clplat.experiment import build_strategy
 from clplat.stream import Scenario
 from strategies.common import finite_mse, snapshot
 from strategies.der import DER
@@ -17,6 +18,7 @@ from strategies.power_law import PowerLawRehearsal, draw_from_pool
 from strategies.rehearsal_schedule import RecencyClock, plan_rehearsal, revisit_probabilities, sample_counts
 from streams.power_law_env import power_law_permuted_stream
 from streams.sources.base import SourceData
+from tests.conftest import compose_config
 from tests.test_strategies import toy_stream, wire
 
 
@@ -146,26 +148,111 @@ def test_draw_from_pool_uses_every_sample_as_evenly_as_possible():
 def test_power_law_after_task_rehearses_past_pools_by_the_schedule():
     torch.manual_seed(0)
     stream = toy_stream(n_exp=4)
-    strategy = PowerLawRehearsal(rehearsal_size=400, pool_size=3, batch_size=50, seed=0)
+    strategy = PowerLawRehearsal(rehearsal_fraction=50, buffer_size=12, when="after_task", batch_size=50, seed=0)
     module = wire(strategy, stream)
     strategy.after_experience(stream[0])  # nothing to rehearse yet: the pool is stored
-    assert strategy.revisits == [] and len(strategy.pools[0]) == 3 and strategy.rehearsal_steps == 0
+    assert strategy.revisits == [] and len(strategy.pools[0]) == 8 and strategy.rehearsal_steps == 0
     for k in (1, 2, 3):
         before = snapshot(module)
         strategy.after_experience(stream[k])
         assert any(not torch.equal(before[n], p) for n, p in snapshot(module).items())  # it trained
     assert [r["time"] for r in strategy.revisits] == [1, 2, 3]
     last = strategy.revisits[-1]["counts"]
-    assert set(last) <= {"0", "1", "2"} and sum(last.values()) == 400
+    assert set(last) <= {"0", "1", "2"} and sum(last.values()) == 400  # 50 x the task's 8 samples
     assert last["2"] > last["0"]  # age 1 vs age 3: 1/1 vs 1/3 of the weight
     assert strategy.rehearsal_steps == 3 * 8
     assert strategy.summary()["rehearsal_samples"] == 1200
+    assert [len(p) for p in strategy.pools.values()] == [3, 3, 3, 3]  # 12 samples shared by 4 tasks
+
+
+def shipped(*overrides: str) -> PowerLawRehearsal:
+    """The strategy as conf/strategy/power_law.yaml builds it (the defaults under test)."""
+    strategy = build_strategy(compose_config(["strategy=power_law", *overrides]))
+    assert isinstance(strategy, PowerLawRehearsal)
+    return strategy
+
+
+def test_power_law_defaults_mix_rehearsal_into_every_experience_and_train_nothing_else():
+    """The shipped default trains each experience on its own data *plus* older tasks' rehearsed
+    samples, and never takes a step on older tasks alone (the old ``after_task`` default did, with
+    a fresh optimizer, and erased the task just learned in class-IL)."""
+    torch.manual_seed(0)
+    stream = toy_stream(n_exp=4, per_exp=40)
+    strategy = shipped()
+    module = wire(strategy, stream)
+    for k in range(4):
+        data = strategy.train_data(stream[k])
+        n = len(stream[k].train)
+        assert torch.equal(data.x[:n], stream[k].train.x)  # all of its own data
+        if k:
+            rehearsed = data.task[n:]
+            assert len(rehearsed) == n  # rehearsal_fraction 1: as many rehearsed samples as its own
+            assert set(rehearsed.tolist()) <= set(range(k)) and 0 in rehearsed.tolist()  # older tasks only
+        before = snapshot(module)
+        strategy.after_experience(stream[k])
+        assert all(torch.equal(before[name], p) for name, p in snapshot(module).items())  # no extra steps
+    assert strategy.rehearsal_steps == 0
+
+
+def test_power_law_default_memory_is_replays():
+    """At the shipped defaults the pools together hold replay's buffer_size, shared by the tasks
+    seen, so at most as many bytes as replay's buffer; with memory_budget_bytes, replay's count."""
+    stream = toy_stream(n_exp=5, per_exp=200)
+    strategy = shipped()
+    replay = build_strategy(compose_config(["strategy=replay"]))
+    wire(strategy, stream)
+    wire(replay, stream)
+    for exp in stream:
+        strategy.after_experience(exp)
+        replay.after_optimizer_step((exp.train.x, exp.train.y, exp.train.task))
+        pools = strategy.memory_parts()["pools"]
+        assert pools <= sum(replay.memory_parts().values())
+    assert [len(p) for p in strategy.pools.values()] == [100] * 5 and len(replay.buffer) == 500
+    assert pools == sum(replay.memory_parts().values())
+    per_sample = 5 * 2 * 4 + 8 + 8
+    budget = 77 * per_sample + 3
+    strategy, replay = shipped(f"memory_budget_bytes={budget}"), build_strategy(
+        compose_config(["strategy=replay", f"memory_budget_bytes={budget}"]))
+    wire(strategy, stream)
+    wire(replay, stream)
+    assert strategy.buffer_size == replay.buffer_size == 77
+    for exp in stream:
+        strategy.after_experience(exp)
+        assert strategy.memory_parts()["pools"] <= budget
+    assert [len(p) for p in strategy.pools.values()] == [15] * 5  # 77 // 5
+    with pytest.raises(ConfigError, match=r"strategy\.buffer_size"):
+        wire(PowerLawRehearsal(buffer_size=4), stream)  # fewer samples than tasks
+
+
+@pytest.mark.parametrize("control", ["uniform", "exponential"])
+def test_the_schedule_changes_which_old_samples_are_rehearsed(control):
+    """Power law vs a control differs in one key; same pools, same amount, different tasks revisited."""
+    torch.manual_seed(0)
+    stream = toy_stream(n_exp=6, per_exp=400)
+    drawn = {}
+    for schedule in ("power_law", control):
+        strategy = shipped(f"strategy.schedule={schedule}")
+        wire(strategy, stream)
+        for k in range(5):
+            strategy.train_data(stream[k])
+            strategy.after_experience(stream[k])
+        data = strategy.train_data(stream[5])
+        drawn[schedule] = torch.bincount(data.task[400:], minlength=5)
+        assert int(drawn[schedule].sum()) == 400  # the same rehearsal amount
+    power, other = drawn["power_law"], drawn[control]
+    # ages 5..1: power law weights 1/5..1 -> p(age 1) = 0.438, p(age 5) = 0.088
+    assert abs(int(power[4]) - 0.438 * 400) < 40 and abs(int(power[0]) - 0.088 * 400) < 25
+    if control == "uniform":
+        assert all(abs(int(c) - 80) < 30 for c in other)  # 1/5 each
+        assert power[4] > other[4] + 60 and power[0] < other[0] - 20
+    else:  # exp(-age): far steeper than age^-1; the oldest task is almost never revisited
+        assert other[4] > power[4] + 60 and other[0] < power[0]
 
 
 def test_power_law_interleaved_mixes_rehearsal_into_the_next_task():
     torch.manual_seed(0)
     stream = toy_stream(n_exp=3)
-    strategy = PowerLawRehearsal(schedule="uniform", rehearsal_size=10, pool_size=None, when="interleaved")
+    strategy = PowerLawRehearsal(schedule="uniform", rehearsal_fraction=1.25, buffer_size=24)
     assert strategy.name == "power_law_uniform"
     wire(strategy, stream)
     assert strategy.train_data(stream[0]) is stream[0].train
@@ -180,7 +267,8 @@ def test_power_law_interleaved_mixes_rehearsal_into_the_next_task():
 
 def test_power_law_reset_recency_restarts_the_age_of_rehearsed_tasks():
     stream = toy_stream(n_exp=4)
-    strategy = PowerLawRehearsal(rehearsal_size=50, pool_size=2, reset_recency=True, batch_size=50)
+    strategy = PowerLawRehearsal(rehearsal_fraction=6, buffer_size=8, reset_recency=True, when="after_task",
+                                 batch_size=50)
     wire(strategy, stream)
     for k in range(3):
         strategy.after_experience(stream[k])
@@ -189,6 +277,8 @@ def test_power_law_reset_recency_restarts_the_age_of_rehearsed_tasks():
         PowerLawRehearsal(schedule="zipf")
     with pytest.raises(ConfigError, match=r"strategy\.when"):
         PowerLawRehearsal(when="sometimes")
+    with pytest.raises(ConfigError, match=r"strategy\.rehearsal_fraction"):
+        PowerLawRehearsal(rehearsal_fraction=-0.5)
 
 
 # -- the environment ------------------------------------------------------------------------------

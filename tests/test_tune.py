@@ -24,7 +24,7 @@ EXPECTED = {
     "plugin/refresh": {"gamma", "unlearn_steps", "interval"}, "plugin/fpf": {"modules", "iterations", "lr"},
     "strategy/kfpf": {"k"}, "strategy/hypernet": {"beta", "lr", "chunk_size", "emb_dim"},
     "strategy/sharp": {"temperature", "min_activation_perc", "density"},
-    "strategy/power_law": {"exponent", "rehearsal_size"},
+    "strategy/power_law": {"exponent", "rehearsal_fraction"},
     "optimizer/adam": {"lr"}, "optimizer/sgd": {"lr"},
 }
 TINY_TUNING = ["stream.source.num_samples=300", "backbone.hidden_size=8", "trainer.iterations=2",
