@@ -154,9 +154,15 @@ def _expand_overrides(overrides: list[str], multirun: bool) -> list[list[str]]:
     parsed = OverridesParser.create().parse_overrides(overrides)
     base, sweeps = [], []
     for text, override in zip(overrides, parsed):
-        if override.is_sweep_override() and override.is_discrete_sweep() and not override.value_type.name.startswith("GLOB"):
-            values = list(override.sweep_string_iterator())
-            key = override.get_key_element()
+        key = override.get_key_element()
+        if key.lstrip("+~").startswith(SWEEPER_PARAMS):  # a sweeper's search space: check its key's values
+            target = key.lstrip("+~")[len(SWEEPER_PARAMS):]
+            values = _values_to_check(override)
+            if values:
+                base.append(f"{target}={values[0]}")
+                sweeps.append((len(base) - 1, target, values))
+        elif override.is_sweep_override() and not override.value_type.name.startswith("GLOB"):
+            values = _values_to_check(override)
             base.append(f"{key}={values[0]}")
             sweeps.append((len(base) - 1, key, values))
         else:
@@ -168,6 +174,22 @@ def _expand_overrides(overrides: list[str], multirun: bool) -> list[list[str]]:
             variant[position] = f"{key}={value}"
             variants.append(variant)
     return variants
+
+
+SWEEPER_PARAMS = "hydra.sweeper.params."
+"""Where sweepers other than Hydra's basic one (Optuna, Nevergrad, Ax) read their search space."""
+
+
+def _values_to_check(override: Any) -> list[str]:
+    """The values of a swept override that the preflight composes: every value of a list, the
+    bounds of an ``interval(a,b)`` (any sweeper samples between them), the value itself if not swept."""
+    if override.is_discrete_sweep():
+        return list(override.sweep_string_iterator())
+    if override.is_interval_sweep():
+        sweep = override.value()
+        return [str(sweep.start), str(sweep.end)]
+    value = override.get_value_element_as_str()
+    return [value] if value else []
 
 
 def resume_arguments(argv: Sequence[str]) -> list[str] | None:
@@ -218,6 +240,7 @@ def preflight(argv: Sequence[str]) -> None:
         return
     from clplat.config import validate_config  # free of torch: the checks below answer in about a second
 
+    check_sweeper(list(args.overrides))
     try:
         variants = _expand_overrides(list(args.overrides), args.multirun)
     except Exception as err:  # noqa: BLE001 - any parse error is a usage error
@@ -239,6 +262,34 @@ def preflight(argv: Sequence[str]) -> None:
             check_ddp_support(cfg.trainer, build_strategy(cfg))
             build_optimizer(cfg)
             build_backbone(cfg, input_size=1)  # the stream (and its input size) is built by the run
+
+
+def check_sweeper(overrides: list[str]) -> None:
+    """The sweeper asked for is installed, and the basic sweeper gets no range it cannot sweep."""
+    from hydra.core.plugins import Plugins
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.plugins.sweeper import Sweeper
+
+    chosen = [o.split("=", 1)[1] for o in overrides if o.lstrip("+").startswith("hydra/sweeper=")]
+    sweeper = chosen[-1] if chosen else "basic"
+    if sweeper != "basic":
+        installed = sorted({cls.__module__.split(".")[1] for cls in Plugins.instance().discover(Sweeper)
+                            if cls.__module__.startswith("hydra_plugins.")})
+        if not any(sweeper in name for name in installed):
+            hint = (" (hydra-optuna-sweeper pins optuna<3, which clplat's Optuna 4 excludes: tune with "
+                    "clplat-tune, docs/sweeps.md)" if sweeper == "optuna" else f" (pip install hydra-{sweeper}-sweeper)")
+            fail(f"hydra/sweeper={sweeper} is not valid: its plugin is not installed; installed sweepers: "
+                 f"basic{''.join(', ' + n for n in installed)}{hint}")
+        return
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception:  # noqa: BLE001 - the override parser's own error comes next, from _expand_overrides
+        return
+    for text, override in zip(overrides, parsed):
+        if override.is_sweep_override() and override.is_interval_sweep():
+            fail(f"{text} is not valid: the basic sweeper takes lists (a,b,c or range(...)); an interval needs "
+                 "a sampling sweeper (hydra/sweeper=<name>) or clplat-tune, whose search spaces are declared "
+                 "in the configs")
 
 
 @contextmanager

@@ -346,3 +346,74 @@ def test_job_dirname_keeps_short_names_and_hashes_long_ones():
     long_a, long_b = "x=" + "a" * 300, "x=" + "a" * 299 + "b"
     name_a, name_b = train.job_dirname(7, long_a), train.job_dirname(7, long_b)
     assert len(name_a) == train.JOB_DIRNAME_MAX and name_a.startswith("7_x=aaa") and name_a != name_b
+
+
+MIDPOINT_SWEEPER = '''
+"""A sampling sweeper for the test: each interval(a, b) override at n evenly spaced inner points."""
+from hydra.core.config_store import ConfigStore
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.plugins import Plugins
+from hydra.plugins.sweeper import Sweeper
+
+
+class MidpointSweeper(Sweeper):
+    def __init__(self, n_trials: int = 2) -> None:
+        self.n_trials = n_trials
+
+    def setup(self, *, hydra_context, task_function, config):
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config)
+
+    def sweep(self, arguments):
+        parsed = OverridesParser.create().parse_overrides(arguments)
+        jobs = []
+        for i in range(1, self.n_trials + 1):
+            job = []
+            for text, override in zip(arguments, parsed):
+                if override.is_interval_sweep():
+                    lo, hi = override.value().start, override.value().end
+                    job.append(f"{override.get_key_element()}={lo + i * (hi - lo) / (self.n_trials + 1)}")
+                else:
+                    job.append(text)
+            jobs.append(job)
+        return [self.launcher.launch(jobs, initial_job_idx=0)]
+
+
+ConfigStore.instance().store(group="hydra/sweeper", name="midpoint", provider="tests",
+                             node={"_target_": "hydra_plugins.midpoint_sweeper.MidpointSweeper", "n_trials": 2})
+'''
+
+
+def test_a_third_party_sampling_sweeper_runs_interval_searches(tmp_path):
+    """Any installed Hydra sweeper works, with the search-space syntax it reads (interval(...))."""
+    import subprocess
+
+    from tests.helpers import cli_env
+
+    plugin = tmp_path / "plugins" / "hydra_plugins" / "midpoint_sweeper"
+    plugin.mkdir(parents=True)
+    (plugin / "__init__.py").write_text(MIDPOINT_SWEEPER)
+    env = {**cli_env(), "PYTHONPATH": f"{cli_env()['PYTHONPATH']}:{tmp_path / 'plugins'}"}
+    sweep = tmp_path / "sweep"
+    result = subprocess.run([sys.executable, "-m", "clplat.train", "-m", "hydra/sweeper=midpoint", *FAST,
+                             "optimizer.lr=interval(0.003,0.012)", f"hydra.sweep.dir={sweep}"],
+                            env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr
+    lrs = sorted(float(value) for value in
+                 (line.split(": ")[1] for job in sweep.glob("*/config.yaml")
+                  for line in job.read_text().splitlines() if line.startswith("  lr: ")))
+    assert lrs == pytest.approx([0.006, 0.009])
+    assert len(list(sweep.glob("*/summary.json"))) == 2
+    # a bound outside the allowed range is found before any job starts
+    result = subprocess.run([sys.executable, "-m", "clplat.train", "-m", "hydra/sweeper=midpoint", *FAST,
+                             "optimizer.lr=interval(-1,0.01)", f"hydra.sweep.dir={tmp_path / 'never'}"],
+                            env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 2 and "optimizer.lr=-1" in result.stderr and not (tmp_path / "never").exists()
+
+
+def test_the_basic_sweeper_and_missing_sweepers_are_refused_in_one_line(capsys):
+    from tests.helpers import preflight_error
+
+    assert "the basic sweeper takes lists" in preflight_error(["-m", "optimizer.lr=interval(0.001,0.01)"], capsys)
+    assert "tune with clplat-tune" in preflight_error(["-m", "hydra/sweeper=optuna", "optimizer.lr=interval(0.001,0.01)"],
+                                                       capsys)
