@@ -20,8 +20,8 @@
 # for the newest sweep under `multirun/`.
 
 # %% tags=["parameters"]
-sweep_dir = None  # a multirun directory; None = the newest under multirun/
-by = None         # keys to group by, e.g. ["strategy"]; None = the keys that differ between runs
+sweep_dir = None  # a multirun directory; None: the newest under multirun/
+by = None         # keys to group by, e.g. ["strategy"]; None: the keys that differ between runs
 
 # %%
 # %matplotlib inline

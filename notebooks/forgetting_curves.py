@@ -20,7 +20,7 @@
 # `None` for the newest run; a sweep directory shows its first run.
 
 # %% tags=["parameters"]
-run_dir = None  # a run directory; None = the newest one under runs/
+run_dir = None  # a run directory; None: the newest one under runs/
 
 # %%
 # %matplotlib inline

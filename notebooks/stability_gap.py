@@ -21,10 +21,9 @@
 # sweep directory, or leave it `None` for the newest one.
 
 # %% tags=["parameters"]
-path = None        # a run or a multirun directory; None = the newest under runs/ or multirun/
-zoom_iters = None  # iterations shown after each boundary; None = chosen from the data
-tolerance = None   # recovered = back within this accuracy of the level at the boundary; None = 2 standard
-                   # errors of each task's subset accuracy (at least one sample), as in summary.json
+path = None        # a run or a multirun directory; None: the newest under runs/ or multirun/
+zoom_iters = None  # iterations shown after each boundary; None: chosen from the data
+tolerance = None   # recovery: back within this accuracy of the boundary level; None: 2 standard errors, as in summary.json
 
 # %%
 # %matplotlib inline

@@ -87,3 +87,36 @@ def test_notebooks_execute_and_draw(sweep: Path, tmp_path: Path) -> None:
         assert _figures(nb) >= EXPECTED_FIGURES[name], f"{name}: {_figures(nb)} figures"
         nbformat.validate(nb)
         nbformat.write(nb, tmp_path / f"{name}.ipynb")  # left for inspection when debugging
+
+
+def test_every_parameter_is_readable_by_papermill() -> None:
+    """papermill reads ``name = value  # help`` lines; an ``=`` in the help or a comment-only
+    continuation line makes it give up on the whole cell."""
+    import re
+
+    for name in EXPECTED_FIGURES:
+        cell = (NOTEBOOKS / f"{name}.py").read_text().split('# %% tags=["parameters"]\n')[1].split("\n# %%")[0]
+        for line in filter(str.strip, cell.splitlines()):
+            assert re.fullmatch(r"\w+ = [^#]+?\s+# [^=]+", line), (name, line)
+
+
+def test_the_documented_headless_command_runs_a_notebook(sweep: Path, tmp_path: Path) -> None:
+    """``jupytext --execute --run-path .`` from a project directory finds its newest run (notebooks/README.md)."""
+    import shutil
+    import subprocess
+    import sys
+
+    readme = (NOTEBOOKS / "README.md").read_text()
+    command = next(line for line in readme.splitlines() if "jupytext --to ipynb --set-kernel" in line)
+    assert "--execute --run-path ." in command
+    project = tmp_path / "project"
+    run = sorted(p for p in sweep.iterdir() if p.is_dir())[0]
+    shutil.copytree(run, project / "runs" / "2026-12-06" / run.name)
+    output = tmp_path / "elsewhere" / "forgetting_curves.ipynb"
+    output.parent.mkdir()
+    jupytext_cli = Path(sys.executable).parent / "jupytext"
+    result = subprocess.run([str(jupytext_cli), "--to", "ipynb", "--set-kernel", "python3", "--execute", "--run-path", ".",
+                             str(NOTEBOOKS / "forgetting_curves.py"), "-o", str(output)],
+                            cwd=project, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert _figures(nbformat.read(output, as_version=4)) >= EXPECTED_FIGURES["forgetting_curves"]
