@@ -61,7 +61,7 @@ class HeadSchema:
 
 @dataclass
 class LoggerSchema:
-    kind: str = "csv"
+    kind: Any = "csv"  # one of LOGGER_KINDS, or a list of them (csv and wandb together)
     project: Optional[str] = None
     entity: Optional[str] = None
     group: Optional[str] = None
@@ -95,6 +95,18 @@ def _typed(group: str, node: Any) -> Any:
         value = node.get(err.full_key) if getattr(err, "full_key", None) in node else None
         reason = str(err).splitlines()[0]
         raise ConfigError(key, value, reason) from None
+
+
+def logger_kinds(value: Any) -> list[str]:
+    """``logger.kind`` as a list: one kind (``csv``) or several (``[csv, wandb]``); ``none`` alone."""
+    kinds = [value] if isinstance(value, str) or value is None else list(value)
+    for kind in kinds:
+        check_choice("logger.kind", kind, LOGGER_KINDS)
+    if "none" in kinds and len(kinds) > 1:
+        raise ConfigError("logger.kind", kinds, "none cannot be combined with other loggers")
+    if len(set(kinds)) < len(kinds):
+        raise ConfigError("logger.kind", kinds, "names a logger twice")
+    return [k for k in kinds if k != "none"]
 
 
 def validate_config(cfg: DictConfig) -> None:
@@ -149,7 +161,7 @@ def validate_config(cfg: DictConfig) -> None:
     check_choice("head.type", head.type, HEAD_TYPES)
 
     logger = _typed("logger", cfg.logger)
-    check_choice("logger.kind", logger.kind, LOGGER_KINDS)
+    logger_kinds(cfg.logger.get("kind"))
     check_choice("logger.mode", logger.mode, WANDB_MODES)
 
     plugins = cfg.get("plugin")

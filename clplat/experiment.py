@@ -45,7 +45,7 @@ from clplat.evaluation.evaluator import ContinualEvaluator
 from clplat.evaluation.metrics import accuracy_matrix, summarize
 from clplat.heads import build_head
 from clplat.logger_guard import guarded_loggers
-from clplat.logging import build_loggers, finish_wandb, keep_csv_log_until, log_run_end
+from clplat.logging import build_loggers, describe_wandb, finish_wandb, keep_csv_log_until, log_run_end
 from clplat.module import ContinualModule
 from clplat.progress import StreamProgress
 from clplat.search_space import without_search_space
@@ -241,6 +241,8 @@ def run_experiment(cfg: DictConfig, resume: bool = False) -> RunResult:
                            f"rank {rank} of {world_size} for clplat (LOCAL_RANK set by hand?)")
     progress.info(stream.describe())
     progress.info(f"{run_name} -> {run_dir}")
+    if (wandb_line := describe_wandb(loggers)) is not None:
+        progress.info(wandb_line)
     strategy.setup(module, stream)
     start = 0
     earlier_wall_time = 0.0  # of the attempts before this one, up to the checkpoint resumed from

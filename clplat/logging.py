@@ -21,13 +21,15 @@ from __future__ import annotations
 
 import netrc
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 
-from clplat.choices import LOGGER_KINDS, WANDB_MODES
+from clplat.choices import WANDB_MODES
+from clplat.config import logger_kinds
 from clplat.errors import ConfigError, check_choice
 from clplat.logger_guard import GuardedLogger, unwrap
 
@@ -55,13 +57,20 @@ def resolve_wandb_mode(mode: str) -> str:
 
 
 def build_loggers(cfg: Mapping[str, Any], run_dir: Path, run_name: str, config: dict[str, Any]) -> list[Logger]:
-    kind = cfg.get("kind")
-    check_choice("logger.kind", kind, LOGGER_KINDS)
-    if kind == "none":
-        return []
-    if kind == "csv":
-        return [CSVLogger(save_dir=str(run_dir), name="logs", version="csv")]
+    loggers: list[Logger] = []
+    for kind in logger_kinds(cfg.get("kind")):
+        if kind == "csv":
+            loggers.append(CSVLogger(save_dir=str(run_dir), name="logs", version="csv"))
+        else:
+            loggers.append(_wandb_logger(cfg, run_dir, run_name, config))
+    return loggers
+
+
+def _wandb_logger(cfg: Mapping[str, Any], run_dir: Path, run_name: str, config: dict[str, Any]) -> WandbLogger:
+    import wandb
+
     mode = resolve_wandb_mode(cfg.get("mode", "auto"))
+    wandb.setup(wandb.Settings(silent=True))  # silent from the start: init's own warnings included
     tags = list(cfg.get("tags") or [])
     if not all(isinstance(t, str) for t in tags):
         raise ConfigError("logger.tags", tags, "must be a list of strings")
@@ -73,6 +82,9 @@ def build_loggers(cfg: Mapping[str, Any], run_dir: Path, run_name: str, config: 
         save_dir=str(run_dir),
         mode=mode,
         config=config,
+        # wandb's own banner, sync hints and summary (about 36 lines a run) give way to the one
+        # line of describe_wandb() in the run's progress output
+        settings=wandb.Settings(silent=True),
         **({"id": previous, "resume": "allow"} if previous else {}),
         **meta,
     )
@@ -82,7 +94,18 @@ def build_loggers(cfg: Mapping[str, Any], run_dir: Path, run_name: str, config: 
         run.define_metric("eval/*", step_metric="cl/global_iter")
         run.define_metric("train/*", step_metric="cl/global_iter")
         run.define_metric("cl/experience", step_metric="cl/global_iter")
-    return [logger]
+    return logger
+
+
+def describe_wandb(loggers: Sequence[Logger]) -> str | None:
+    """One line naming the W&B run and where it goes (its page online, its folder offline)."""
+    for logger in loggers:
+        inner = unwrap(logger)
+        if isinstance(inner, WandbLogger):
+            run = inner.experiment
+            where = getattr(run, "url", None) or f"offline in {Path(run.dir).parent} (upload: wandb sync <that folder>)"
+            return f"W&B run {run.name} ({run.id}): {where}"
+    return None
 
 
 def keep_csv_log_until(loggers: Sequence[Logger], step: int) -> None:
@@ -187,6 +210,8 @@ def wandb_run_metadata(config: Mapping[str, Any], run_name: str, group: str | No
     """
     names = component_names(config)
     all_tags = [*tags, *(f"{group_}:{name}" for group_, name in names.items())]
+    if config.get("seed") is not None:  # runs that differ only by seed get distinct names
+        run_name = f"{run_name}-seed{config['seed']}"
     meta: dict[str, Any] = {"name": run_name, "group": group, "job_type": "train",
                             "tags": list(dict.fromkeys(t[:_WANDB_MAX_TAG] for t in all_tags))}
     hydra_cfg = _hydra()
@@ -250,7 +275,9 @@ def _log_wandb_run_end(logger: WandbLogger, summary: Mapping[str, Any], plots: M
     shown = thin_evaluations(table, wandb.Table.MAX_ROWS)
     logger.log_table(key="evaluations", dataframe=shown)
     run.log({"curves/accuracy_per_task": per_task_chart(table)})
-    run.save(str(metrics_csv), base_path=str(metrics_csv.parent), policy="now")  # the full table
+    # the full table as a copy in the run's files (run.save would link it by absolute path, which
+    # dangles once the run folder moves, e.g. to another machine for `wandb sync`)
+    shutil.copyfile(metrics_csv, Path(run.dir) / "metrics.csv")
 
 
 def thin_evaluations(table: Any, max_rows: int) -> Any:

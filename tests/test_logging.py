@@ -86,7 +86,7 @@ def _history(records: list[Any]) -> pd.DataFrame:
 def test_offline_wandb_run_holds_the_per_task_history_tables_and_plots(make_cfg, monkeypatch, tmp_path,
                                                                         capsys):
     monkeypatch.setenv("WANDB_MODE", "offline")
-    cfg = make_cfg("logger=wandb", "trainer.iterations=3", "trainer.checkpoint=false", "+progress=bar")
+    cfg = make_cfg("logger=csv_wandb", "trainer.iterations=3", "trainer.checkpoint=false", "+progress=bar")
     summary = run_experiment(cfg).summary
     run_dir = Path(cfg.run_dir)
 
@@ -117,7 +117,10 @@ def test_offline_wandb_run_holds_the_per_task_history_tables_and_plots(make_cfg,
     assert {"accuracy", "results", "evaluations"} <= tables  # accuracy_matrix_*, results_*, evaluations_*
     images = {re.sub(r"_\d+_[0-9a-f]+\.png$", "", p.name) for p in (files / "media" / "images" / "plots").glob("*.png")}
     assert {"forgetting_curves", "stability_gap", "accuracy_matrix"} <= images
-    assert (files / "metrics.csv").exists()
+    # a copy, not a link by absolute path (which dangles once the run folder moves for `wandb sync`)
+    assert (files / "metrics.csv").is_file() and not (files / "metrics.csv").is_symlink()
+    assert (run_dir / "logs" / "csv" / "metrics.csv").is_file()  # CSV and W&B side by side
+    assert run.display_name == "split_mnist1d_gru_replay-seed0" or run.display_name.endswith("-seed0")
     results = json.loads(next((files / "media" / "table").glob("results_*.table.json")).read_text())
     row = dict(zip(results["columns"], results["data"][0]))
     assert row["strategy"] == "replay" and row["avg_acc"] == pytest.approx(summary["avg_acc"])
@@ -125,9 +128,11 @@ def test_offline_wandb_run_holds_the_per_task_history_tables_and_plots(make_cfg,
                     for r in records if r.WhichOneof("record_type") == "summary" for item in r.summary.update}
     assert {"avg_acc", "forgetting", "min_acc", "wc_acc"} <= summary_keys
 
-    # the progress bar: one per experience, with the current average accuracy
-    err = capsys.readouterr().err
-    assert "exp 1/5" in err and "exp 5/5" in err and "acc_seen=" in err
+    # the progress bar: one per experience, with the current average accuracy; W&B's own output
+    # gives way to one line naming the run and its folder
+    captured = capsys.readouterr()
+    assert "exp 1/5" in captured.err and "exp 5/5" in captured.err and "acc_seen=" in captured.err
+    assert captured.out.count("W&B run ") == 1 and "wandb:" not in captured.out + captured.err
 
 
 def test_sweep_runs_share_a_group_and_are_typed_by_their_swept_setting(tmp_path):
