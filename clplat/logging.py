@@ -19,6 +19,7 @@ The run wraps these loggers in ``clplat.logger_guard.GuardedLogger``: a logger t
 
 from __future__ import annotations
 
+import json
 import netrc
 import os
 import shutil
@@ -74,8 +75,12 @@ def _wandb_logger(cfg: Mapping[str, Any], run_dir: Path, run_name: str, config: 
     tags = list(cfg.get("tags") or [])
     if not all(isinstance(t, str) for t in tags):
         raise ConfigError("logger.tags", tags, "must be a list of strings")
-    meta = wandb_run_metadata(config, run_name, cfg.get("group"), tags)
     previous = previous_wandb_run_id(run_dir)  # a resumed run continues its W&B run
+    identity = run_dir / "wandb" / WANDB_IDENTITY_FILE
+    if previous and identity.is_file():  # with the first attempt's name, group and job type (a
+        meta = json.loads(identity.read_text())  # sweep job resumed by hand runs outside its sweep)
+    else:
+        meta = wandb_run_metadata(config, run_name, cfg.get("group"), tags)
     logger = WandbLogger(
         project=cfg.get("project") or "clplat",
         entity=cfg.get("entity"),
@@ -94,6 +99,8 @@ def _wandb_logger(cfg: Mapping[str, Any], run_dir: Path, run_name: str, config: 
         run.define_metric("eval/*", step_metric="cl/global_iter")
         run.define_metric("train/*", step_metric="cl/global_iter")
         run.define_metric("cl/experience", step_metric="cl/global_iter")
+    identity.parent.mkdir(parents=True, exist_ok=True)
+    identity.write_text(json.dumps(meta))
     return logger
 
 
@@ -129,6 +136,10 @@ def keep_csv_log_until(loggers: Sequence[Logger], step: int) -> None:
         writer = inner.experiment  # opening removes the old file
         writer.metrics = [{k: v for k, v in row.items() if v != ""} for row in rows]
         writer.save()
+
+
+WANDB_IDENTITY_FILE = "clplat_run.json"
+"""The W&B run's name, group, job type and tags, kept under ``<run_dir>/wandb`` for resuming."""
 
 
 def previous_wandb_run_id(run_dir: Path) -> str | None:

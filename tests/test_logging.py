@@ -213,3 +213,32 @@ def test_quiet_progress_prints_one_line_per_run():
     lines.experience_done(1, 20, [0.5, 0.7])
     lines.run_done("runs/x", {"avg_acc": 0.5})
     assert buffer.getvalue() == "clplat: experience 2/3 done at iteration 20: mean accuracy on seen tasks 0.600\n"
+
+
+def test_a_resumed_run_keeps_its_wandb_identity(make_cfg, monkeypatch):
+    """A sweep job resumed by hand (outside its sweep) continues the same W&B run under the first
+    attempt's name, group and job type."""
+    import signal
+
+    from clplat.errors import RunInterrupted
+    from tests.helpers import interrupt_at
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    cfg = make_cfg("logger=wandb", "logger.tags=[first]")
+    interrupt_at(monkeypatch, 14, RunInterrupted(signal.SIGINT))
+    with pytest.raises(RunInterrupted):
+        run_experiment(cfg)
+    monkeypatch.undo()
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    run_dir = Path(cfg.run_dir)
+    identity = run_dir / "wandb" / "clplat_run.json"
+    first = json.loads(identity.read_text())
+    assert first["name"] == "run0-seed0" and "first" in first["tags"]
+    # as if the first attempt had run in a sweep: its group and job type are not this process's
+    identity.write_text(json.dumps({**first, "group": "2026-12-06/07-00-00", "job_type": "strategy=replay"}))
+    run_experiment(cfg, resume=True)
+    attempts = sorted((run_dir / "wandb").glob("offline-run-*"))
+    assert len(attempts) == 2 and len({p.name.rsplit("-", 1)[1] for p in attempts}) == 1  # one run id
+    records = read_finished_run(next(attempts[1].glob("run-*.wandb")))
+    run = next(r.run for r in records if r.WhichOneof("record_type") == "run")
+    assert (run.run_group, run.job_type, run.display_name) == ("2026-12-06/07-00-00", "strategy=replay", "run0-seed0")
