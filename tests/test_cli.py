@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from clplat.train import preflight
 from tests.conftest import TINY
-from tests.helpers import ROOT, run_cli
+from tests.helpers import ROOT, cli_env, run_cli
 
 STRATEGIES = ", ".join(sorted(p.stem for p in (ROOT / "conf" / "strategy").glob("*.yaml")))
 
@@ -127,3 +129,20 @@ def test_a_float64_run_evaluates_in_float64(make_cfg):
 
     summary = run_experiment(make_cfg("trainer.precision=64", "trainer.checkpoint=false", "plots=false")).summary
     assert 0.0 <= summary["avg_acc"] <= 1.0
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["trainer.iteration=5"], "did you mean trainer.iterations"),
+    (["optimizer.lr=-1"], "optimizer.lr=-1 is not valid"),
+    (["plugin=[foo]"], "available: fpf, refresh"),
+    (["eval.split=foo"], "eval.split='foo' is not valid"),
+    (["-m", "optimizer.lr=interval(0.001,0.01)"], "the basic sweeper takes lists"),
+])
+def test_config_errors_are_answered_before_torch_is_imported(argv, expected):
+    """Start-up checks of keys, values and ranges run without torch or Lightning (about a second)."""
+    probe = ("import sys\nfrom clplat.train import preflight\ntry:\n    preflight(sys.argv[1:])\n"
+             "except SystemExit as stop:\n    print('exit', stop.code)\n"
+             "print('torch' in sys.modules, 'lightning' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", probe, *argv], env=cli_env(), capture_output=True, text=True,
+                            timeout=300)
+    assert expected in result.stderr and result.stdout.splitlines() == ["exit 2", "False False"], result
