@@ -1,0 +1,219 @@
+"""The papers' headline claims, re-tested with the tuning protocol: ``docs/claims.md``.
+
+Each claim compares a *treatment* with a *control* in one scenario: both tuned by ``clplat-tune``
+with the same trial budget on the validation split of a tuning stream, then run on the
+evaluation stream's test data over 5 seeds (the leaderboard's protocol, ``benchmarks/leaderboard.py``).
+The verdict reads the paired difference over shared seeds and its 95 % interval:
+
+- **reproduced**: the interval excludes 0 on the side the paper claims;
+- **contradicted**: it excludes 0 on the other side;
+- **not reproduced**: it contains 0 (no significant difference in our setting);
+- **not testable here**: the control the claim needs does not exist yet (the reason is given).
+
+The stability-gap claim (De Lange et al. 2023: continual evaluation shows a transient drop at
+every boundary, for replay, EWC, LwF, ...) reads the class-IL leaderboard's runs: reproduced for a
+method when the 95 % interval of its transient gap depth lies above 0.
+
+Resumable like the leaderboard: the same command continues where it stopped.
+
+    python benchmarks/claims.py --out /work/claims --board /work/leaderboard     # the full table
+    python benchmarks/claims.py --out /tmp/c --small --write /tmp/claims.md      # a minutes-long check
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def _load_leaderboard():  # noqa: ANN202 - a script beside this one, not a package
+    spec = importlib.util.spec_from_file_location("leaderboard", ROOT / "benchmarks" / "leaderboard.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["leaderboard"] = module  # its dataclasses resolve their annotations through it
+    spec.loader.exec_module(module)
+    return module
+
+
+lb = _load_leaderboard()
+Method, Scenario = lb.Method, lb.Scenario
+
+from clplat.analysis.stats import paired_difference, summarize_seeds  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Claim:
+    method: str
+    paper: str
+    claim: str
+    scenario: Scenario
+    treatment: Method | None
+    control: Method | None
+    direction: int = +1
+    """+1: the paper claims the treatment's final accuracy is higher than the control's."""
+    untestable: str = ""
+    """Why the claim cannot be tested yet (a missing control); empty when it can."""
+
+
+CLASSIL = lb.Scenario("claims: class-IL split MNIST-1D", ["experiment=reference_classil"],
+                      tuning=["stream.order_seed=1"], evaluation=["stream.order_seed=null"],
+                      memory_budget_bytes=lb.MNIST1D_BUDGET)
+TASKIL = lb.Scenario("claims: task-IL split MNIST-1D", ["experiment=reference_taskil"],
+                     tuning=["stream.order_seed=1"], evaluation=["stream.order_seed=null"],
+                     memory_budget_bytes=lb.MNIST1D_BUDGET, kind="task-IL")
+# the recipes are the methods' own (experiment=derpp_sgd / refresh_derpp_sgd), on split MNIST-1D
+REFRESH_SGD = lb.Scenario("claims: DER++ with SGD (refresh's setting)", ["stream=split_mnist1d"],
+                          tuning=["stream.order_seed=1"], evaluation=["stream.order_seed=null"],
+                          memory_budget_bytes=lb.MNIST1D_BUDGET)
+# experiment=sharp_paper_budget's schedule for both rows; the budget is SHARP's authors' memory on
+# the 2-layer GRU-128: kNN memory 10 classes x (25 x (4 x 128 + 8) + 128) = 131,280 bytes, plus the
+# replay window of 25 activations per class x 2 classes x (40 x 128 + 16) = 256,800 bytes; replay
+# gets the same bytes (2,205 raw samples)
+SHARP_BUDGET = lb.Scenario("claims: SHARP's phase schedule",
+                           ["stream=split_mnist1d", "backbone.num_layers=2", "optimizer=adadelta", "trainer.epochs=30",
+                            "trainer.iterations=null", "trainer.batch_size=256", "eval.every_n_iters=12"],
+                           tuning=["stream.order_seed=1"], evaluation=["stream.order_seed=null"],
+                           memory_budget_bytes=388_080, eval_every=12)
+# the power-law environment of Gandhi et al.: rehearsal drawn by age from whole training sets
+POWER_LAW_ENV = lb.Scenario("claims: power-law environment, permuted MNIST-1D",
+                            ["stream=power_law_permuted_mnist1d", "strategy=naive", "optimizer.lr=0.003",
+                             "trainer.epochs=5", "trainer.iterations=null", "trainer.batch_size=32",
+                             "eval.every_n_iters=50"],
+                            tuning=["stream.permutation_seed=1"], evaluation=["stream.permutation_seed=0"],
+                            memory_budget_bytes=lb.MNIST1D_BUDGET, kind="domain-IL", baseline="uniform")
+
+CLAIMS = [
+    Claim("refresh", "Wang et al., ICLR 2024", "refresh learning improves DER++", REFRESH_SGD,
+          Method("derpp+refresh_authors_form", ["experiment=refresh_derpp_sgd"]),
+          Method("derpp", ["experiment=derpp_sgd"])),
+    Claim("refresh", "Wang et al., ICLR 2024", "refresh learning improves DER++ (Adam, our step scaling)", CLASSIL,
+          Method("derpp+refresh", ["strategy=derpp", "plugin=[refresh]"]), Method("derpp", ["strategy=derpp"])),
+    Claim("fpf", "Zhao et al., ICML 2023", "fine-tuning the forgetting-prone parameters on the buffer improves replay",
+          CLASSIL, Method("replay+fpf", ["strategy=replay", "plugin=[fpf]"]), Method("replay", ["strategy=replay"])),
+    Claim("fpf", "Zhao et al., ICML 2023", "the gain is not just the extra steps on the buffer", CLASSIL, None, None,
+          untestable="replay has no option for the same number of extra buffer-only steps yet"),
+    Claim("kfpf", "Zhao et al., ICML 2023", "k-FPF (no per-step replay) approaches replay's accuracy", CLASSIL,
+          Method("kfpf", ["strategy=kfpf"]), Method("replay", ["strategy=replay"]), direction=-1),
+    Claim("sharp", "Gurbuz et al., 2023", "SHARP beats raw replay at its own schedule", SHARP_BUDGET,
+          Method("sharp", ["strategy=sharp", "strategy.phases=10"]), Method("replay", ["strategy=replay"])),
+    Claim("hypernet", "von Oswald et al., ICLR 2020", "a task-conditioned hypernetwork beats replay in task-IL",
+          TASKIL, Method("hypernet", ["strategy=hypernet"]), Method("replay", ["strategy=replay"])),
+    Claim("hypernet", "von Oswald et al., ICLR 2020", "it matches one network per task while compressing", TASKIL,
+          None, None, untestable="no one-network-per-task baseline exists yet"),
+    Claim("hypernet", "Chandra et al., 2023", "an RNN hypernetwork beats the chunked MLP (sizes in the memory column)",
+          TASKIL,
+          Method("hypernet_rnn", ["strategy=hypernet", "strategy.kind=rnn"]),
+          Method("hypernet", ["strategy=hypernet"])),
+    Claim("power_law", "Gandhi et al., 2024", "power-law rehearsal beats uniform rehearsal at equal amount",
+          POWER_LAW_ENV, Method("power_law", ["stream.schedule=power_law"]),
+          Method("uniform", ["stream.schedule=uniform"])),
+    Claim("power_law", "Gandhi et al., 2024", "power-law rehearsal beats exponential rehearsal at equal amount",
+          POWER_LAW_ENV, Method("power_law", ["stream.schedule=power_law"]),
+          Method("exponential", ["stream.schedule=exponential"])),
+]
+
+STABILITY_GAP_METHODS = ("replay", "ewc", "lwf", "der", "agem", "naive")
+"""Methods whose class-IL leaderboard runs test De Lange et al.'s claim."""
+
+
+def verdict(difference, direction: int) -> str:  # noqa: ANN001 - a clplat.analysis.stats.PairedDifference
+    if not difference.defined:
+        return "not run"
+    if not difference.significant:
+        return "not reproduced (difference not significant)"
+    return "reproduced" if difference.mean * direction > 0 else "contradicted"
+
+
+def claim_row(claim: Claim, out: Path) -> str:
+    cells = [claim.method, claim.paper, claim.claim, f"`{' '.join(claim.scenario.recipe)}`"]
+    if claim.untestable:
+        return "| " + " | ".join([*cells, "", "", f"not testable here: {claim.untestable}"]) + " |"
+    rows = {m.name: lb.read_row(out / lb.slug(claim.scenario.name) / m.name, m)
+            for m in (claim.treatment, claim.control)}
+    treatment, control = (lb.by_seed(rows[m.name], "avg_acc") for m in (claim.treatment, claim.control))
+    d = paired_difference(treatment, control)
+    result = (f"{claim.treatment.name} {lb.cell(treatment)} vs {claim.control.name} {lb.cell(control)}; "
+              f"difference {d.mean:+.3f} [{d.low:+.3f}, {d.high:+.3f}]" if d.defined else "not run")
+    steps = "; ".join(f"{name}: {lb.mean_of(lb.by_seed(row, 'resources.optimizer_steps'))} steps, "
+                      f"{lb.mean_of(lb.by_seed(row, 'resources.memory_bytes'))} bytes" for name, row in rows.items())
+    return "| " + " | ".join([*cells, result, steps if d.defined else "", verdict(d, claim.direction)]) + " |"
+
+
+def stability_gap_rows(board: Path | None) -> list[str]:
+    """De Lange et al.'s claim on the class-IL leaderboard's runs (transient gap depth per method)."""
+    scenario = next(s for s in lb.SCENARIOS if s.kind == "class-IL")
+    rows = []
+    for name in STABILITY_GAP_METHODS:
+        method = next(m for m in lb.METHODS if m.name == name)
+        row = lb.read_row(board / lb.slug(scenario.name) / name, method) if board is not None else lb.Row(method)
+        transient = summarize_seeds(lb.by_seed(row, "sg_transient_mean").values())
+        depth = lb.by_seed(row, "sg_depth_mean")
+        if transient.n < 2:
+            result, verdict_text = "not run", "not run"
+        else:
+            result = (f"transient {transient.mean:.3f} [{transient.low:.3f}, {transient.high:.3f}], "
+                      f"depth {lb.cell(depth)}")
+            verdict_text = "reproduced" if transient.low > 0 else "not reproduced (interval contains 0)"
+        rows.append("| " + " | ".join(["stability gap", "De Lange et al., ICLR 2023",
+                                        f"continual evaluation shows a transient drop at boundaries ({name})",
+                                        f"`{' '.join(scenario.recipe)}` (leaderboard runs)", result, "",
+                                        verdict_text]) + " |")
+    return rows
+
+
+def write_claims(path: Path, out: Path, board: Path | None, claims: list[Claim], args: argparse.Namespace) -> None:
+    lines = ["# Claims re-tested", "",
+             "Each row: both methods tuned with the same protocol as the leaderboard (`clplat-tune`, "
+             f"{args.trials} trials on the tuning stream's validation split, selected on final average "
+             f"accuracy), then run on the evaluation stream's test data, seeds {args.eval_seeds}; cells are "
+             "mean [95 % CI]; the difference is paired over shared seeds (treatment minus control). The "
+             "verdict rules are in `benchmarks/claims.py`; \"not run\" rows have no finished runs yet.", "",
+             f"Produced by `python benchmarks/claims.py --out <dir> --board <leaderboard dir> --trials {args.trials}`.",
+             "", "| method | paper | claim | our setting | our result | compute and memory | verdict |",
+             "|---|---|---|---|---|---|---|"]
+    lines += [claim_row(c, out) for c in claims]
+    lines += stability_gap_rows(board)
+    path.write_text("\n".join(lines) + "\n")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True, help="where studies and runs are kept (resumable)")
+    parser.add_argument("--board", type=Path, default=None, help="the leaderboard's --out (stability-gap claim)")
+    parser.add_argument("--trials", type=int, default=8)
+    parser.add_argument("--startup-trials", type=int, default=4)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--launcher", default="joblib")
+    parser.add_argument("--eval-seeds", default="0,1,2,3,4")
+    parser.add_argument("--methods", nargs="*", help="only the claims of these methods (default: all)")
+    parser.add_argument("--small", action="store_true", help="tiny budgets: checks the pipeline in minutes")
+    parser.add_argument("--write", type=Path, default=ROOT / "docs" / "claims.md")
+    return parser.parse_args(argv)
+
+
+def build(args: argparse.Namespace, claims: list[Claim]) -> None:
+    done: set[tuple[str, str]] = set()
+    for claim in claims:
+        for method in (claim.treatment, claim.control):
+            key = (claim.scenario.name, method.name if method else "")
+            if method is None or key in done:
+                continue
+            done.add(key)
+            lb.run_method(args.out, claim.scenario, method, args)
+    write_claims(args.write, args.out, args.board, claims, args)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    build(args, [c for c in CLAIMS if not args.methods or c.method in args.methods])
+    print(f"claims: {args.write}")
+
+
+if __name__ == "__main__":
+    main()

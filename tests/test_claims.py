@@ -1,0 +1,65 @@
+"""benchmarks/claims.py: verdicts from paired differences, read from study folders laid out as
+``clplat-tune`` writes them (the tuning and evaluation pipeline itself is tests/test_leaderboard.py)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def claims():
+    spec = importlib.util.spec_from_file_location("claims", ROOT / "benchmarks" / "claims.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["claims"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_runs(study: Path, values: list[float], **extra: float) -> None:
+    for seed, value in enumerate(values):
+        run = study / "evaluation" / f"best_seed{seed}"
+        run.mkdir(parents=True)
+        summary = {"seed": seed, "avg_acc": value, "resources": {"optimizer_steps": 100, "memory_bytes": 8800}}
+        summary.update({k: v + 0.01 * seed for k, v in extra.items()})
+        (run / "summary.json").write_text(json.dumps(summary))
+
+
+@pytest.mark.parametrize("treatment, direction, expected", [
+    ([0.80, 0.82, 0.79, 0.81, 0.83], +1, "reproduced"),        # +0.10 on every seed
+    ([0.60, 0.62, 0.59, 0.61, 0.63], +1, "contradicted"),      # -0.10 on every seed
+    ([0.60, 0.62, 0.59, 0.61, 0.63], -1, "reproduced"),        # the paper claims lower
+    ([0.75, 0.67, 0.74, 0.66, 0.73], +1, "not reproduced (difference not significant)"),
+])
+def test_a_claims_verdict_follows_the_paired_interval(claims, tmp_path, treatment, direction, expected):
+    claim = claims.Claim("m", "paper", "claim", claims.CLASSIL, claims.Method("t", []), claims.Method("c", []),
+                         direction=direction)
+    study = tmp_path / claims.lb.slug(claims.CLASSIL.name)
+    write_runs(study / "t", treatment)
+    write_runs(study / "c", [0.70, 0.72, 0.69, 0.71, 0.73])
+    row = claims.claim_row(claim, tmp_path).split(" | ")
+    assert row[-1].rstrip(" |") == expected
+    assert "t 0." in row[4] and "100 steps" in row[5]
+
+
+def test_unrun_and_untestable_claims_say_so(claims, tmp_path):
+    untestable = next(c for c in claims.CLAIMS if c.untestable)
+    assert "not testable here: " in claims.claim_row(untestable, tmp_path)
+    runnable = next(c for c in claims.CLAIMS if not c.untestable)
+    assert claims.claim_row(runnable, tmp_path).endswith("| not run |")
+
+
+def test_the_stability_gap_claim_reads_the_class_il_board(claims, tmp_path):
+    scenario = next(s for s in claims.lb.SCENARIOS if s.kind == "class-IL")
+    write_runs(tmp_path / claims.lb.slug(scenario.name) / "replay", [0.8] * 5, sg_transient_mean=0.1, sg_depth_mean=0.2)
+    write_runs(tmp_path / claims.lb.slug(scenario.name) / "ewc", [0.3] * 5, sg_transient_mean=-0.02, sg_depth_mean=0.3)
+    rows = {row.split(" | ")[2]: row for row in claims.stability_gap_rows(tmp_path)}
+    assert rows["continual evaluation shows a transient drop at boundaries (replay)"].endswith("| reproduced |")
+    assert "not reproduced" in rows["continual evaluation shows a transient drop at boundaries (ewc)"]
+    assert rows["continual evaluation shows a transient drop at boundaries (lwf)"].endswith("| not run |")
