@@ -8,11 +8,13 @@ default marked, described by the first line of each file's leading comment.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import yaml
 
 HIDDEN_GROUPS = ("hydra",)  # Hydra's own groups (conf/hydra/help: the --help text)
+SENTENCE_END = re.compile(r"(?<!\bal)(?<!\be\.g)(?<!\bi\.e)(?<!\bvs)\.\s+(?=[A-Z(])")  # not "et al. (2020)"
 
 
 def _defaults(train_yaml: Path) -> dict[str, object]:
@@ -26,16 +28,24 @@ def _defaults(train_yaml: Path) -> dict[str, object]:
     return out
 
 
-def _summary(text: str) -> str:
-    """The first sentence-ish line of a file's leading comment (``@package`` lines skipped)."""
+def _summary(text: str, limit: int = 180) -> str:
+    """The first sentence of a file's leading comment (``@package`` lines skipped)."""
+    lines = []
     for line in text.splitlines():
         stripped = line.strip()
         if not stripped.startswith("#"):
             break
         body = stripped.lstrip("#").strip()
-        if body and not body.startswith("@package"):
-            return body.replace("|", "\\|")
-    return ""
+        if body.startswith("@package"):
+            continue
+        if not body and lines:
+            break
+        lines.append(body)
+    words = " ".join(lines)
+    sentence = SENTENCE_END.split(words, maxsplit=1)[0].rstrip(".")
+    if len(sentence) > limit:
+        sentence = sentence[:limit].rsplit(" ", 1)[0] + " …"
+    return sentence.replace("|", "\\|")
 
 
 def groups(conf_dir: Path) -> dict[str, list[Path]]:
