@@ -14,6 +14,7 @@ import os
 import re
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -103,7 +104,7 @@ def _blocks(page: Path) -> list[tuple[str, str | None, str]]:
 def _shims(bin_dir: Path) -> None:
     """``clplat-*`` commands that behave like the installed console scripts (the current directory
     is *not* importable, as for a console script) but run this checkout."""
-    bin_dir.mkdir()
+    bin_dir.mkdir(parents=True)
     for name, module in COMMANDS.items():
         path = bin_dir / name
         path.write_text(f"#!{sys.executable}\nimport sys\nsys.path.insert(1, {str(ROOT)!r})\n"
@@ -111,27 +112,44 @@ def _shims(bin_dir: Path) -> None:
         path.chmod(0o755)
 
 
-@pytest.mark.parametrize("page", HOWTO_PAGES, ids=[p.stem for p in HOWTO_PAGES])
-def test_howto_page_runs(page: Path, tmp_path: Path) -> None:
-    project, bin_dir = tmp_path / "my_project", tmp_path / "bin"
-    project.mkdir()
-    _shims(bin_dir)
+def _page_script(page: Path, project: Path) -> str:
+    """Write the page's files into ``project``; return the shell script of its commands."""
     script = ["set -eo pipefail"]
-    ran = 0
     for i, (lang, title, code) in enumerate(_blocks(page)):
         if title is not None:
             (project / title).parent.mkdir(parents=True, exist_ok=True)
             (project / title).write_text(code)
         elif lang == "bash":
             script += [f"echo '### block {i}'", code]
-            ran += 1
         elif lang == "python":
             (project / f"_block_{i}.py").write_text(code)
             script += [f"echo '### block {i}'",
                        f'PYTHONPATH="{ROOT}${{PYTHONPATH:+:$PYTHONPATH}}" "{sys.executable}" _block_{i}.py']
-            ran += 1
-    assert ran, f"{page.name} has no code the tests run"
-    proc = subprocess.run(["bash", "-c", "\n".join(script)], cwd=project, capture_output=True, text=True,
-                          timeout=400, env={**_env(), "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"})
+    assert len(script) > 1, f"{page.name} has no code the tests run"
+    return "\n".join(script)
+
+
+@pytest.fixture(scope="module")
+def howto_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, subprocess.CompletedProcess]:
+    """Every how-to page run in its own empty folder; the pages run side by side (one per core):
+    each is a few single-threaded processes, mostly importing torch."""
+    root = tmp_path_factory.mktemp("howto")
+    bin_dir = root / "bin"
+    _shims(bin_dir)
+    env = {**_env(), "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+
+    def run(page: Path) -> subprocess.CompletedProcess:
+        project = root / page.stem / "my_project"
+        project.mkdir(parents=True)
+        return subprocess.run(["bash", "-c", _page_script(page, project)], cwd=project, env=env,
+                              capture_output=True, text=True, timeout=400)
+
+    with ThreadPoolExecutor(max_workers=max(1, min(len(HOWTO_PAGES), os.cpu_count() or 1))) as pool:
+        return dict(zip([p.stem for p in HOWTO_PAGES], pool.map(run, HOWTO_PAGES)))
+
+
+@pytest.mark.parametrize("page", HOWTO_PAGES, ids=[p.stem for p in HOWTO_PAGES])
+def test_howto_page_runs(page: Path, howto_runs: dict[str, subprocess.CompletedProcess]) -> None:
+    proc = howto_runs[page.stem]
     assert proc.returncode == 0, (f"{page.name} failed (exit {proc.returncode})\n"
                                   + proc.stdout[-4000:] + "\n--- stderr\n" + proc.stderr[-4000:])
