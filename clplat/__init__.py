@@ -45,7 +45,8 @@ class _CheckoutFinder(importlib.abc.MetaPathFinder):
     under ``clplat``.
     """
 
-    def find_spec(self, fullname: str, path: object = None, target: object = None) -> importlib.machinery.ModuleSpec | None:
+    def find_spec(self, fullname: str, path: object = None,
+                  target: object = None) -> importlib.machinery.ModuleSpec | None:
         folder = _CHECKOUT_SUBPACKAGES.get(fullname)
         if folder is None:
             return None

@@ -3,7 +3,9 @@ top-level package, and ``clplat-train`` from a fresh environment runs outside th
 
 Nothing is downloaded: the wheel is built without build isolation (this environment's
 setuptools) from the sdist, installed with ``--no-deps --no-index``, and the fresh environment
-reuses this one's packages (torch, Lightning, Hydra) through a ``.pth`` file. About 15 s.
+reuses this one's packages (torch, Lightning, Hydra) through a ``.pth`` file.
+15-30 s on 2 busy cores (most of it the run and the import of torch), so it stays in the
+default test selection.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from tests.helpers import ROOT
 #: what pyproject.toml builds from: the package folders, the metadata and the readme
 SOURCES = ("pyproject.toml", "README.md", "clplat", "conf", "strategies", "streams")
 #: repository folder -> where the wheel installs it
-INSTALLED_AS = {"clplat": "clplat", "strategies": "clplat/strategies", "streams": "clplat/streams", "conf": "clplat/conf"}
+INSTALLED_AS = {"clplat": "clplat", "strategies": "clplat/strategies", "streams": "clplat/streams",
+                "conf": "clplat/conf"}
 
 
 def _expected_files() -> set[str]:
@@ -37,7 +40,12 @@ def _expected_files() -> set[str]:
     return expected
 
 
+#: pip offline: no index, no version check against PyPI
+OFFLINE_PIP = {"PIP_NO_INDEX": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+
+
 def _run(args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: int = 300) -> str:
+    env = {**(os.environ if env is None else env), **OFFLINE_PIP}
     proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, f"{' '.join(map(str, args))} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc.stdout
@@ -47,7 +55,7 @@ def _fresh_env(venv: Path) -> dict[str, str]:
     """Environment of a command in the fresh venv: no checkout on the path, no network, W&B off."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
     return {**env, "VIRTUAL_ENV": str(venv), "PATH": f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}",
-            "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1", "PIP_NO_INDEX": "1"}
+            "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
 
 
 def test_wheel_from_the_sdist_installs_configs_and_runs_outside_the_repository(tmp_path):
@@ -84,7 +92,8 @@ def test_wheel_from_the_sdist_installs_configs_and_runs_outside_the_repository(t
     venv = tmp_path / "venv"
     _run([getattr(sys, "_base_executable", sys.executable), "-m", "venv", "--without-pip", str(venv)], cwd=tmp_path)
     python = venv / "bin" / "python"
-    site = Path(_run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], cwd=tmp_path).strip())
+    where_packages = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+    site = Path(_run([str(python), "-c", where_packages], cwd=tmp_path).strip())
     reused = dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])
     (site / "reuse_test_environment.pth").write_text("\n".join(reused) + "\n")
     env = _fresh_env(venv)
@@ -108,3 +117,16 @@ def test_wheel_from_the_sdist_installs_configs_and_runs_outside_the_repository(t
         _run([str(python), "-c", probe, str(run_dir)], cwd=elsewhere, env=env).strip().splitlines()[-1])
     assert Path(where).is_relative_to(site) and Path(conf) == site / "clplat" / "conf", (where, conf)
     assert module == "clplat.strategies.replay" and no_strategies and no_streams
+
+
+def test_a_source_checkout_resolves_the_packaged_names_to_its_folders():
+    import importlib.util
+
+    import clplat
+    import clplat.strategies
+    import clplat.streams.sources
+
+    assert Path(clplat.strategies.__file__) == ROOT / "strategies" / "__init__.py"
+    assert Path(clplat.streams.sources.__file__) == ROOT / "streams" / "sources" / "__init__.py"
+    assert clplat.config_dir() == ROOT / "conf"
+    assert importlib.util.find_spec("clplat.tests") is None  # only the two mapped folders
