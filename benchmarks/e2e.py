@@ -57,6 +57,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from clplat import config_dir  # noqa: E402
 from clplat.backbones import GRUBackbone  # noqa: E402
 from clplat.buffers import ReplayBuffer  # noqa: E402
 from clplat.heads import SingleHead  # noqa: E402
@@ -76,7 +77,7 @@ def compose(hidden: int, every: int, strategy: str, epochs: int, subset: int, ru
     from hydra.core.global_hydra import GlobalHydra
 
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         return hydra_compose("train", overrides=[
             f"strategy={strategy}", f"backbone.hidden_size={hidden}", f"trainer.epochs={epochs}",
             f"trainer.batch_size={BATCH}", f"optimizer.lr={LR}", f"eval.every_n_iters={every or 'null'}",
@@ -195,7 +196,7 @@ def run_minimal(cfg, hidden: int, every: int, strategy: str, epochs: int, subset
 def avalanche_benchmark(stream: Stream, subsets: list[torch.Tensor]) -> Any:
     """An Avalanche benchmark over the stream's own tensors: the same experiences (class order
     kept) with the fixed evaluation subsets as its test stream."""
-    from streams.avalanche_adapter import benchmark_from_tensors
+    from clplat.streams.avalanche_adapter import benchmark_from_tensors
 
     train_x = torch.cat([exp.train.x for exp in stream])
     train_y = torch.cat([exp.train.y for exp in stream])

@@ -24,10 +24,10 @@ from clplat.backbones.rnn import GRUBackbone
 from clplat.heads import SingleHead
 from clplat.module import ContinualModule
 from clplat.strategy import compose
-from strategies.der import DER
-from strategies.refresh import Refresh
-from streams.sources.mnist1d_source import mnist1d
-from streams.split import split_stream
+from clplat.strategies.der import DER
+from clplat.strategies.refresh import Refresh
+from clplat.streams.sources.mnist1d_source import mnist1d
+from clplat.streams.split import split_stream
 
 OPTIMIZERS = {  # clplat's default Adam; the authors' SGD (their derpp.py)
     "adam": lambda params: torch.optim.Adam(params, lr=0.01),

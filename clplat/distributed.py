@@ -27,10 +27,11 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from clplat import config_dir
 from clplat.choices import PROCESS_GROUP_BACKENDS, TRAINER_STRATEGIES
 from clplat.errors import ConfigError
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+CONF_DIR = config_dir()
 
 
 def launch_rank() -> int:

@@ -62,12 +62,57 @@ class RunResult:
     summary: dict[str, Any]
 
 
+#: ``_target_`` prefixes of clplat before its methods and scenarios moved into the package (0.1.0
+#: checkouts named them as top-level modules), and their names now. Saved run configs and
+#: checkpoints keep the old ones.
+LEGACY_TARGET_PREFIXES = {"strategies.": "clplat.strategies.", "streams.": "clplat.streams."}
+
+
+def _has_legacy_target(value: Any) -> bool:
+    """True when a ``_target_`` at any depth of ``value`` (a plain container) starts with an old prefix."""
+    if isinstance(value, dict):
+        target = value.get("_target_")
+        if isinstance(target, str) and target.startswith(tuple(LEGACY_TARGET_PREFIXES)):
+            return True
+        return any(_has_legacy_target(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_legacy_target(v) for v in value)
+    return False
+
+
+def _renamed_target(target: str) -> str:
+    for old, new in LEGACY_TARGET_PREFIXES.items():
+        if target.startswith(old):
+            return new + target[len(old):]
+    return target
+
+
+def with_current_targets(node: DictConfig) -> DictConfig:
+    """``node``, or (when it names a class by an old module path, e.g. ``strategies.replay.Replay``
+    in the config of a run made before the move into ``clplat``) a resolved copy naming it by the
+    current one, so old run directories and checkpoints still build. ``node`` itself is left
+    unchanged: a resumed run's config hash must stay that of its checkpoints."""
+    if not isinstance(node, DictConfig) or not _has_legacy_target(OmegaConf.to_container(node, resolve=False)):
+        return node
+
+    def rename(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: (_renamed_target(v) if k == "_target_" and isinstance(v, str) else rename(v))
+                    for k, v in value.items()}
+        if isinstance(value, list):
+            return [rename(v) for v in value]
+        return value
+
+    return OmegaConf.create(rename(OmegaConf.to_container(node, resolve=True)))
+
+
 def instantiate_node(node: DictConfig, key: str, **kwargs: Any) -> Any:
     """``hydra.utils.instantiate`` that lets a builder's ``ConfigError`` through unwrapped and
     turns a bad argument (unknown key, wrong type) into a ``ConfigError`` naming ``key``. A
-    ``search_space`` declared next to the defaults is for ``clplat-tune``, not the constructor."""
+    ``search_space`` declared next to the defaults is for ``clplat-tune``, not the constructor;
+    an old ``_target_`` module path is read as its current one (``with_current_targets``)."""
     try:
-        return instantiate(without_search_space(node), **kwargs)
+        return instantiate(without_search_space(with_current_targets(node)), **kwargs)
     except InstantiationException as err:
         cause = err.__cause__
         while cause is not None and not isinstance(cause, ConfigError) and cause.__cause__ is not None:
@@ -346,7 +391,7 @@ def check_resumable(run_dir: Path) -> None:
 
 
 def online_regime(stream: Stream) -> dict[str, int] | None:
-    """``{"batch_size": b}`` when the stream asks to be trained online (``streams.online``), else None.
+    """``{"batch_size": b}`` when the stream asks to be trained online (``clplat.streams.online``), else None.
 
     The stream carries the regime because it cannot set trainer options; checked here so a
     hand-written metadata entry fails with a clear line rather than inside the loader.

@@ -4,8 +4,8 @@ Everything a backbone sees is a sequence batch ``(B, T, F)``. Embedded sources a
 experience holds plain tensors: loaders slice them directly instead of indexing a ``Dataset``
 sample by sample, which is what keeps per-iteration work cheap.
 
-``clplat`` defines the types only; the scenario builders live in the top-level ``streams``
-package, which imports this module (never the other way round).
+``clplat`` defines the types only; the scenario builders live in ``clplat.streams`` (the
+repository's top-level ``streams/`` folder), which imports this module (never the other way round).
 """
 
 from __future__ import annotations

@@ -28,9 +28,10 @@ import hydra
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from clplat import config_dir
 from clplat.errors import ConfigError, RunInterrupted, TrainingDiverged
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+CONF_DIR = config_dir()  # the packaged configs, or a source checkout's conf/
 JOB_DIRNAME_MAX = 120  # characters of a sweep job's folder name; file systems refuse more than 255
 
 

@@ -1,1 +1,1 @@
-"""Continual-learning methods, one module each; wired in by ``conf/strategy/*.yaml``."""
+"""Continual-learning methods (``clplat.strategies``), one module each; wired in by ``conf/strategy/*.yaml``."""

@@ -2,8 +2,9 @@
 
 Each builder takes plain keyword arguments so ``conf/stream/*.yaml`` can name it with
 ``_target_`` and Hydra can instantiate it, the nested ``source`` config first. This package
-imports ``clplat``; ``clplat`` never imports it. ``avalanche_stream`` needs no Avalanche import
-to wrap a benchmark; the helpers that build one import ``avalanche`` when called.
+(``clplat.streams``) imports clplat's core; the core never imports it. ``avalanche_stream``
+needs no Avalanche import to wrap a benchmark; the helpers that build one import ``avalanche``
+when called.
 """
 
 from .avalanche_adapter import avalanche_stream, benchmark_from_source, benchmark_from_tensors

@@ -15,7 +15,7 @@ metadata, and the scenario is domain-incremental when every experience has the s
 class-incremental otherwise (``scenario`` overrides the guess).
 
 Inputs become sequences by the stream's declared rule: image samples ``(C, H, W)`` follow
-``layout`` (``rows``: T=H, F=W*C; ``pixels``: T=H*W, F=C, as ``streams.sources``), samples that are
+``layout`` (``rows``: T=H, F=W*C; ``pixels``: T=H*W, F=C, as ``clplat.streams.sources``), samples that are
 already ``(T, F)`` are kept, vectors ``(D,)`` become ``D`` steps of 1 feature.
 
 Transforms: the benchmark's ``eval`` transform group is applied by default, to train and test
@@ -142,7 +142,7 @@ def avalanche_stream(
         parts.append((train, test))
         task_labels.append(labels[0])
 
-    if standardize:  # clplat's rule (streams.sources.base.standardize), statistics of all training data
+    if standardize:  # clplat's rule (clplat.streams.sources.base.standardize), statistics of all training data
         std, mean = torch.std_mean(torch.cat([tr[0] for tr, _ in parts]), dim=(0, 1), correction=0)
         std = torch.where(std < MIN_STD, torch.ones_like(std), std)
         parts = [((tr[0].sub(mean).div(std), *tr[1:]), (te[0].sub(mean).div(std), *te[1:])) for tr, te in parts]
@@ -240,7 +240,7 @@ def benchmark_from_source(
 ) -> Any:
     """An Avalanche benchmark built from a clplat source, so an Avalanche run needs no download.
 
-    The class order is clplat's (``streams.split.class_order``), so the benchmark has the same
+    The class order is clplat's (``clplat.streams.split.class_order``), so the benchmark has the same
     experiences as ``split_stream`` with the same ``order_seed`` — the adapter's tests compare
     the two. ``as_images`` hands Avalanche ``(C, H, W)`` images (the source's layout undone), the
     form Avalanche's vision benchmarks have, so the adapter's ``layout`` rule is exercised.

@@ -67,7 +67,7 @@ def sequences_to_images(x: Tensor, layout: str, h: int, w: int, c: int) -> Tenso
 
 
 def images_to_layout(images: Tensor, layout: str) -> Tensor:
-    """``(N, C, H, W)`` -> ``(N, T, F)`` in ``layout`` (see ``streams.sources.base.LAYOUTS``)."""
+    """``(N, C, H, W)`` -> ``(N, T, F)`` in ``layout`` (see ``clplat.streams.sources.base.LAYOUTS``)."""
     n, c, h, w = images.shape
     hwc = images.permute(0, 2, 3, 1)
     return (hwc.reshape(n, h, w * c) if layout == "rows" else hwc.reshape(n, h * w, c)).contiguous()

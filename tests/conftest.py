@@ -12,7 +12,9 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+from clplat import config_dir
+
+CONF_DIR = config_dir()
 
 # A run small enough for a unit test, still exercising every part (5 experiences, periodic and
 # boundary evaluation, replay): ~6 iterations per experience on 500 MNIST-1D samples.

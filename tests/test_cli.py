@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from clplat import config_dir
 from clplat.train import preflight
 from tests.conftest import TINY
 from tests.helpers import ROOT, cli_env, run_cli
 
-STRATEGIES = ", ".join(sorted(p.stem for p in (ROOT / "conf" / "strategy").glob("*.yaml")))
+STRATEGIES = ", ".join(sorted(p.stem for p in (config_dir() / "strategy").glob("*.yaml")))
 
 
 def test_cli_runs_an_experiment_into_the_hydra_run_dir(tmp_path):

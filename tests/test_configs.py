@@ -45,12 +45,12 @@ def test_option_composes_validates_and_instantiates(group, name, tmp_path, monke
         finally:
             finish_wandb(loggers)
     if group == "stream":
-        assert cfg.stream._target_.startswith("streams.")  # built in tests/test_streams.py
+        assert cfg.stream._target_.startswith("clplat.streams.")  # built in tests/test_streams.py
 
 
 def test_default_config_is_the_documented_experiment(tmp_path):
     cfg = compose_config([], tmp_path / "run")
-    assert cfg.stream.name == "split_mnist1d" and cfg.strategy._target_ == "strategies.replay.Replay"
+    assert cfg.stream.name == "split_mnist1d" and cfg.strategy._target_ == "clplat.strategies.replay.Replay"
     assert cfg.backbone._target_.endswith("GRUBackbone") and cfg.logger.kind == "csv"
     assert Path(CONF_DIR / "train.yaml").exists()
 

@@ -20,7 +20,7 @@ from clplat.checkpointing import checkpoint_path, latest_checkpoint
 from clplat.data import ExperienceLoader
 from clplat.experiment import build_stream
 from clplat.stream import SequenceData
-from strategies.replay import Replay
+from clplat.strategies.replay import Replay
 from tests.conftest import TINY, compose_config
 from tests.helpers import cli_env, preflight_error, run_cli
 

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from clplat.errors import ConfigError
 from clplat.evaluation.evaluator import ContinualEvaluator
-from strategies.naive import Naive
+from clplat.strategies.naive import Naive
 from tests.test_strategies import toy_stream, wire
 
 

@@ -168,7 +168,7 @@ def test_sweep_runs_share_a_group_and_are_typed_by_their_swept_setting(tmp_path)
 
 
 def test_single_run_metadata_outside_hydra():
-    config = {"strategy": {"_target_": "strategies.replay.Replay"}, "stream": {"name": "permuted_mnist1d"},
+    config = {"strategy": {"_target_": "clplat.strategies.replay.Replay"}, "stream": {"name": "permuted_mnist1d"},
               "backbone": {"_target_": "clplat.backbones.rnn.LSTMBackbone"}}
     meta = wandb_run_metadata(config, "run", "my-group", [])
     assert meta == {"name": "run", "group": "my-group", "job_type": "train",

@@ -7,7 +7,7 @@ import torch
 from clplat.backbones import GRUBackbone
 from clplat.heads import SingleHead
 from clplat.module import ContinualModule, skip_graph_capture_check
-from strategies.naive import Naive
+from clplat.strategies.naive import Naive
 
 
 def test_a_cpu_optimizer_steps_without_asking_for_an_accelerator(monkeypatch):

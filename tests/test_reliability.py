@@ -97,7 +97,7 @@ def test_guarded_logger_counts_every_failure_and_delegates_successes():
 
 @pytest.mark.parametrize("poison", [float("nan"), float("inf")])
 def test_a_nonfinite_loss_stops_keeps_what_was_written_and_says_where(make_cfg, monkeypatch, poison):
-    from strategies.naive import Naive
+    from clplat.strategies.naive import Naive
 
     honest = Naive.training_step
 

@@ -50,7 +50,7 @@ def test_resume_refuses_finished_foreign_and_corrupt_runs(make_cfg, monkeypatch)
 
 
 def test_nonfinite_loss_stops_and_keeps_results(make_cfg, monkeypatch):
-    from strategies.naive import Naive
+    from clplat.strategies.naive import Naive
 
     cfg = make_cfg("strategy=naive")
     honest = Naive.training_step

@@ -11,10 +11,10 @@ from clplat.heads import SingleHead
 from clplat.module import ContinualModule
 from clplat.stream import Experience, Scenario, SequenceData, Stream
 from clplat.strategy import ComposedStrategy, Plugin, Strategy, compose
-from strategies.cumulative import Cumulative
-from strategies.joint import Joint
-from strategies.naive import Naive
-from strategies.replay import Replay
+from clplat.strategies.cumulative import Cumulative
+from clplat.strategies.joint import Joint
+from clplat.strategies.naive import Naive
+from clplat.strategies.replay import Replay
 
 
 def toy_stream(n_exp: int = 3, per_exp: int = 8) -> Stream:

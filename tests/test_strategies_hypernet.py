@@ -16,9 +16,9 @@ from clplat.experiment import build_backbone, build_strategy, build_stream, run_
 from clplat.heads import SingleHead, build_head
 from clplat.module import ContinualModule
 from clplat.strategy import Strategy
-from strategies.hypernet import Hypernet, lookahead_delta, lowest_entropy
-from strategies.hypernetworks import ChunkedMLPHypernet, RNNHypernet, TargetSpec, mip_encode
-from strategies.naive import Naive
+from clplat.strategies.hypernet import Hypernet, lookahead_delta, lowest_entropy
+from clplat.strategies.hypernetworks import ChunkedMLPHypernet, RNNHypernet, TargetSpec, mip_encode
+from clplat.strategies.naive import Naive
 from tests.conftest import TINY, compose_config
 from tests.helpers import assert_resume_matches_uninterrupted, preflight_error, run_cli
 from tests.test_strategies import toy_stream

@@ -9,12 +9,12 @@ import torch.nn.functional as F
 from clplat.errors import ConfigError
 from clplat.experiment import build_module, build_strategy, build_stream
 from clplat.strategy import compose
-from strategies.common import snapshot
-from strategies.der import DER
-from strategies.fpf import FPF, KFPF, Sensitivity, resolve_modules, trigger_steps
-from strategies.naive import Naive
-from strategies.refresh import Refresh
-from strategies.replay import Replay
+from clplat.strategies.common import snapshot
+from clplat.strategies.der import DER
+from clplat.strategies.fpf import FPF, KFPF, Sensitivity, resolve_modules, trigger_steps
+from clplat.strategies.naive import Naive
+from clplat.strategies.refresh import Refresh
+from clplat.strategies.replay import Replay
 from tests.conftest import compose_config
 from tests.test_strategies import toy_stream, wire
 

@@ -11,12 +11,12 @@ from clplat.errors import ConfigError
 from clplat.heads import MultiHead
 from clplat.module import ContinualModule
 from clplat.stream import Experience, Scenario, Stream
-from strategies.agem import AGEM, project
-from strategies.common import named_trainable, snapshot
-from strategies.ewc import EWC
-from strategies.fisher import diagonal_fisher
-from strategies.lwf import LwF, distillation
-from strategies.si import SI
+from clplat.strategies.agem import AGEM, project
+from clplat.strategies.common import named_trainable, snapshot
+from clplat.strategies.ewc import EWC
+from clplat.strategies.fisher import diagonal_fisher
+from clplat.strategies.lwf import LwF, distillation
+from clplat.strategies.si import SI
 from tests.test_strategies import toy_stream, wire
 
 

@@ -20,14 +20,15 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from clplat import config_dir
 from clplat.errors import ConfigError
 from clplat.stream import Scenario, Stream
-from streams.permuted import make_permutations, permuted_stream
-from streams.sources import SourceData, cifar10, cifar100, digits, fashion_mnist, mnist, mnist1d
-from streams.sources.mnist1d_source import _package_args, generate_vectorized, generate_with_package
-from streams.split import class_order, split_stream
+from clplat.streams.permuted import make_permutations, permuted_stream
+from clplat.streams.sources import SourceData, cifar10, cifar100, digits, fashion_mnist, mnist, mnist1d
+from clplat.streams.sources.mnist1d_source import _package_args, generate_vectorized, generate_with_package
+from clplat.streams.split import class_order, split_stream
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "stream"
+CONF = config_dir() / "stream"
 
 
 # ---------------------------------------------------------------- fake torchvision files

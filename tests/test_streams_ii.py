@@ -24,25 +24,26 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from clplat import config_dir
 from clplat.errors import ConfigError
 from clplat.experiment import run_experiment
 from clplat.stream import Scenario, Stream
-from streams.blurry import blur_weights, blurry_stream, largest_remainder
-from streams.online import online_stream
-from streams.rotated import images_to_layout, rotated_stream, rotation_angles
-from streams.sequence_tasks import (
+from clplat.streams.blurry import blur_weights, blurry_stream, largest_remainder
+from clplat.streams.online import online_stream
+from clplat.streams.rotated import images_to_layout, rotated_stream, rotation_angles
+from clplat.streams.sequence_tasks import (
     curriculum_stream,
     dms_labels,
     length_ranges,
     parity_labels,
     state_tracking_stream,
 )
-from streams.sources import SourceData, digits, mnist1d
-from streams.split import split_stream
+from clplat.streams.sources import SourceData, digits, mnist1d
+from clplat.streams.split import split_stream
 from tests.test_streams import toy_source, write_mnist_raw
 
 ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "conf" / "stream"
+CONF = config_dir() / "stream"
 NEW_CONFIGS = [
     "rotated_digits", "rotated_mnist", "blurry_split_mnist1d", "online_split_mnist1d",
     "parity_curriculum", "parity_curriculum_multihead", "dms_curriculum", "dms_curriculum_multihead",
@@ -320,7 +321,7 @@ def test_adapter_works_without_avalanche(monkeypatch: pytest.MonkeyPatch) -> Non
     """The module imports and wraps a benchmark with ``avalanche`` unimportable."""
     for key in [k for k in sys.modules if k == "avalanche" or k.startswith("avalanche.")] or ["avalanche"]:
         monkeypatch.setitem(sys.modules, key, None)
-    adapter = importlib.reload(importlib.import_module("streams.avalanche_adapter"))
+    adapter = importlib.reload(importlib.import_module("clplat.streams.avalanche_adapter"))
     x = torch.randn(12, 5)  # vectors become 5 steps x 1 feature
     y = torch.arange(12) % 2
     stream = adapter.avalanche_stream(fake_benchmark([(x, y, 0), (x + 1, y, 0)]))
@@ -337,7 +338,7 @@ def test_adapter_works_without_avalanche(monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 def test_avalanche_round_trip_preserves_every_sample(avalanche: Any, digits_raw: SourceData) -> None:
-    from streams.avalanche_adapter import avalanche_stream
+    from clplat.streams.avalanche_adapter import avalanche_stream
 
     to_images = lambda x: x.reshape(-1, 1, 8, 8)  # noqa: E731  rows layout of 8x8 scans
     datasets = {"train": avalanche.as_classification_dataset(_Tensors(to_images(digits_raw.train_x), digits_raw.train_y)),
@@ -362,7 +363,7 @@ def test_avalanche_round_trip_preserves_every_sample(avalanche: Any, digits_raw:
 
 
 def test_benchmark_from_source_matches_the_split_stream(avalanche: Any, digits_raw: SourceData) -> None:
-    from streams.avalanche_adapter import avalanche_stream, benchmark_from_source
+    from clplat.streams.avalanche_adapter import avalanche_stream, benchmark_from_source
 
     wrapped = avalanche_stream(benchmark_from_source(digits_raw, n_experiences=5, order_seed=3))
     split = split_stream(digits_raw, n_experiences=5, order_seed=3)
@@ -381,7 +382,7 @@ def sorted_rows(data: Any) -> np.ndarray:
 def test_avalanche_split_mnist_keeps_counts_classes_and_task_labels(avalanche: Any, mnist_root: Path) -> None:
     from avalanche.benchmarks.classic import SplitMNIST
 
-    from streams.avalanche_adapter import avalanche_stream
+    from clplat.streams.avalanche_adapter import avalanche_stream
 
     for task_labels in (False, True):
         bm = SplitMNIST(n_experiences=5, seed=1, return_task_id=task_labels, dataset_root=str(mnist_root))

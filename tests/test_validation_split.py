@@ -43,7 +43,7 @@ def test_validation_is_disjoint_stratified_and_the_same_for_every_run_seed(tmp_p
 
 
 def test_joint_training_never_sees_the_validation_data():
-    from strategies.joint import Joint
+    from clplat.strategies.joint import Joint
 
     stream = build_stream(compose_config(["stream.source.num_samples=500", "validation.fraction=0.25"]))
     strategy = Joint()

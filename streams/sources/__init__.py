@@ -1,7 +1,7 @@
 """Data sources: labelled train/test sequences ``(N, T, F)`` that scenarios cut into experiences.
 
 Each source is a plain function of keyword arguments returning a ``SourceData`` so a Hydra
-config can name it with ``_target_: streams.sources.<name>``. Heavy libraries (torchvision,
+config can name it with ``_target_: clplat.streams.sources.<name>``. Heavy libraries (torchvision,
 scikit-learn, mnist1d) are imported inside the functions, so importing this package stays cheap
 for code that uses only one source.
 

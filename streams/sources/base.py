@@ -155,6 +155,6 @@ def require_source(source: Any) -> SourceData:
     if not isinstance(source, SourceData):
         raise ConfigError(
             "stream.source", type(source).__name__,
-            "must be a source config with a _target_ such as streams.sources.mnist1d",
+            "must be a source config with a _target_ such as clplat.streams.sources.mnist1d",
         )
     return source
