@@ -115,7 +115,8 @@ def test_cli_runs_a_base_with_both_plugins(tmp_path):
     assert done.returncode == 0, done.stderr
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["strategy"] == "replay+refresh+fpf"
-    assert summary["strategy_state"]["fpf_steps"] == 3 and summary["strategy_state"]["refresh_unlearn_steps"] == 30
+    # 30 steps, a refresh every second one (the default interval), one unlearning step each
+    assert summary["strategy_state"]["fpf_steps"] == 3 and summary["strategy_state"]["refresh_unlearn_steps"] == 15
 
 
 @pytest.mark.parametrize("argv, message", [
