@@ -40,8 +40,8 @@ def test_option_composes_validates_and_instantiates(group, name, tmp_path, monke
     if group == "logger":
         loggers = build_loggers(cfg.logger, tmp_path, "test", {"a": 1})
         try:
-            kinds = {"csv": CSVLogger, "wandb": WandbLogger}
-            assert [type(lg) for lg in loggers] == ([kinds[name]] if name in kinds else [])
+            kinds = {"csv": [CSVLogger], "wandb": [WandbLogger], "csv_wandb": [CSVLogger, WandbLogger], "none": []}
+            assert [type(lg) for lg in loggers] == kinds[name]
         finally:
             finish_wandb(loggers)
     if group == "stream":
