@@ -46,7 +46,7 @@ from clplat.errors import ConfigError, check_choice, check_float, check_int
 from clplat.stream import Experience, Scenario, Stream
 from clplat.strategy import Batch, Strategy, seeded_generator, tensor_nbytes
 
-from .hypernetworks import KINDS, RNNHypernet, TargetSpec, build_hypernet
+from .hypernetworks import BODY_INITS, KINDS, RNNHypernet, TargetSpec, build_hypernet
 
 INFERENCE = ("auto", "given", "entropy")
 #: classes outside the task chosen by entropy get this log-probability: finite, so the
@@ -118,8 +118,9 @@ class Hypernet(Strategy):
     def __init__(self, kind: str = "chunked_mlp", emb_dim: int = 32, chunk_emb_dim: int = 32,
                  chunk_size: int = 13000, hidden: Sequence[int] = (100, 100), rnn_hidden: int = 64,
                  grow: int = 0, beta: float = 3.0, lookahead: bool = True, reg_tasks: int | None = None,
-                 lr: float | None = 0.0003, emb_lr: float = 0.3, init_from_previous: bool = False, mip: bool = True,
-                 mip_encoding: bool | None = False, output_scale: float = 1.0, task_inference: str = "auto", seed: int = 0):
+                 lr: float | None = 0.001, emb_lr: float = 0.001, init_from_previous: bool = False, mip: bool = True,
+                 mip_encoding: bool | None = False, output_scale: float = 1.0, body_init: str = "he",
+                 task_inference: str = "auto", seed: int = 0):
         super().__init__()
         check_choice("strategy.kind", kind, KINDS)
         check_int("strategy.emb_dim", emb_dim, 1)
@@ -147,7 +148,9 @@ class Hypernet(Strategy):
         check_float("strategy.output_scale", output_scale, 0.0)
         if output_scale <= 0:
             raise ConfigError("strategy.output_scale", output_scale, "must be a number > 0")
+        check_choice("strategy.body_init", body_init, BODY_INITS)
         check_choice("strategy.task_inference", task_inference, INFERENCE)
+        self.body_init = body_init
         self.kind, self.emb_dim, self.chunk_emb_dim, self.chunk_size = kind, emb_dim, chunk_emb_dim, chunk_size
         self.hidden, self.rnn_hidden, self.grow = hidden, rnn_hidden, grow
         self.beta, self.lookahead, self.reg_tasks = float(beta), lookahead, reg_tasks
@@ -186,7 +189,8 @@ class Hypernet(Strategy):
         self.spec = TargetSpec.of(named)
         template = torch.cat([p.detach().flatten() for _, p in named])
         self.hnet = build_hypernet(self.kind, self.spec, self.emb_dim, self.chunk_size, self.chunk_emb_dim,
-                                   self.hidden, self.rnn_hidden, self.mip, template, self.mip_encoding)
+                                   self.hidden, self.rnn_hidden, self.mip, template, self.mip_encoding,
+                                   self.body_init, self.generator)
         self.hnet.match_output_scale(self.output_scale * float(template.std()), self.generator)
         # von Oswald: task embeddings ~ N(0, 1); one per task id (a task may recur)
         self.embeddings = nn.ParameterList(

@@ -29,6 +29,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 KINDS = ("chunked_mlp", "rnn")
+#: initialisation of the chunked MLP's hidden layers: ``he`` (hypnettorch's chunked hyperfan init of
+#: the internal layers: Kaiming-uniform fan-in for ReLU, zero biases) or ``torch`` (nn.Linear's default)
+BODY_INITS = ("he", "torch")
 
 
 @dataclass(frozen=True)
@@ -144,6 +147,28 @@ class ChunkedMLPHypernet(_Hypernet):
     def output_layer(self) -> nn.Linear:
         return self.out
 
+    @torch.no_grad()
+    def he_init_body(self, generator: torch.Generator) -> None:
+        """Kaiming-uniform (fan-in, ReLU gain) hidden layers with zero biases.
+
+        This is how hypnettorch's ``ChunkedHMLP.apply_chunked_hyperfan_init`` initialises the
+        internal layers ("to simply pass the variance of all inputs to the hypernet output"; Chang
+        et al., ICLR 2020, "Principled weight initialization for hypernetworks"). PyTorch's default
+        (Kaiming with a=sqrt(5), i.e. variance 1/(3 fan_in), and random biases) shrinks the
+        activations by about 3x per layer: for hidden [10, 10] the last hidden layer's activations
+        have an L1 norm of 0.76 per chunk, and the output layer then has to be scaled up to reach
+        the target's weight scale. Under Adam every output-layer weight moves by about ``lr`` per
+        step, so the generated weights move by about ``lr * |h|_1``: the small activations made the
+        compressive generator's useful step several times smaller than a wide one's
+        (docs/strategies.md#hypernet). The output layer is rescaled afterwards
+        (:meth:`match_output_scale`, hyperfan-in's condition on the generated variance).
+        """
+        for layer in self.body:
+            if isinstance(layer, nn.Linear):
+                bound = math.sqrt(6.0 / layer.in_features)  # kaiming_uniform_(fan_in, relu): gain sqrt(2)
+                layer.weight.copy_((torch.rand(layer.weight.shape, generator=generator) * 2 - 1) * bound)
+                layer.bias.zero_()
+
     def chunks(self, u: Tensor) -> Tensor:
         J, K = u.shape[0], self.num_chunks
         inputs = torch.cat([u.unsqueeze(1).expand(J, K, u.shape[1]),
@@ -249,12 +274,19 @@ class RNNHypernet(_Hypernet):
 
 def build_hypernet(kind: str, spec: TargetSpec, emb_dim: int, chunk_size: int, chunk_emb_dim: int,
                    hidden: Sequence[int], rnn_hidden: int, mip: bool, template: Tensor,
-                   cossin: bool | None = None) -> _Hypernet:
+                   cossin: bool | None = None, body_init: str = "torch",
+                   generator: torch.Generator | None = None) -> _Hypernet:
+    """``body_init`` (chunked_mlp only; the rnn kind keeps PyTorch's GRU init): see :data:`BODY_INITS`."""
     if kind == "chunked_mlp":
-        return ChunkedMLPHypernet(spec, emb_dim, chunk_size, chunk_emb_dim, hidden, mip, template, cossin)
+        net = ChunkedMLPHypernet(spec, emb_dim, chunk_size, chunk_emb_dim, hidden, mip, template, cossin)
+        if body_init == "he":
+            net.he_init_body(generator if generator is not None else torch.Generator().manual_seed(0))
+        elif body_init != "torch":
+            raise ValueError(f"unknown body_init {body_init!r}; allowed: {', '.join(BODY_INITS)}")
+        return net
     if kind == "rnn":
         return RNNHypernet(spec, emb_dim, chunk_size, chunk_emb_dim, rnn_hidden, mip, template, cossin)
     raise ValueError(f"unknown hypernetwork kind {kind!r}; allowed: {', '.join(KINDS)}")
 
 
-__all__ = ["KINDS", "TargetSpec", "mip_encode", "ChunkedMLPHypernet", "RNNHypernet", "build_hypernet"]
+__all__ = ["KINDS", "BODY_INITS", "TargetSpec", "mip_encode", "ChunkedMLPHypernet", "RNNHypernet", "build_hypernet"]
