@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import netrc
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -153,11 +154,14 @@ def previous_wandb_run_id(run_dir: Path) -> str | None:
     """
     attempts = []
     for path in (run_dir / "wandb").glob("*run-*-*"):
-        prefix, _, rest = path.name.partition("run-")
-        stamp, _, run_id = rest.rpartition("-")
-        if path.is_dir() and prefix in ("", "offline-") and stamp and run_id:
-            attempts.append((stamp, run_id))
-    return max(attempts)[1] if attempts else None
+        # run-<YYYYMMDD_HHMMSS>-<id>, and -<n> after it when an attempt started in the same second
+        match = _WANDB_RUN_DIR.match(path.name)
+        if path.is_dir() and match:
+            attempts.append((match["stamp"], int(match["n"] or 0), match["id"]))
+    return max(attempts)[2] if attempts else None
+
+
+_WANDB_RUN_DIR = re.compile(r"^(?:offline-)?run-(?P<stamp>\d{8}_\d{6})-(?P<id>[a-z0-9]+)(?:-(?P<n>\d+))?$")
 
 
 # -- W&B run identity ------------------------------------------------------------------------

@@ -238,7 +238,8 @@ def test_a_resumed_run_keeps_its_wandb_identity(make_cfg, monkeypatch):
     identity.write_text(json.dumps({**first, "group": "2026-12-06/07-00-00", "job_type": "strategy=replay"}))
     run_experiment(cfg, resume=True)
     attempts = sorted((run_dir / "wandb").glob("offline-run-*"))
-    assert len(attempts) == 2 and len({p.name.rsplit("-", 1)[1] for p in attempts}) == 1  # one run id
-    records = read_finished_run(next(attempts[1].glob("run-*.wandb")))
+    assert len(attempts) == 2 and len({p.name.split("-")[3] for p in attempts}) == 1  # one run id
+    second = max(attempts, key=lambda p: (p.name.split("-")[2], len(p.name)))  # -1: the same second
+    records = read_finished_run(next(second.glob("run-*.wandb")))
     run = next(r.run for r in records if r.WhichOneof("record_type") == "run")
     assert (run.run_group, run.job_type, run.display_name) == ("2026-12-06/07-00-00", "strategy=replay", "run0-seed0")

@@ -303,10 +303,13 @@ def test_a_resumed_wandb_run_continues_the_run_id_of_its_first_attempt(tmp_path)
     from clplat.logging import previous_wandb_run_id
 
     assert previous_wandb_run_id(tmp_path) is None
-    for name in ("offline-run-20261206_041121-firstid1", "offline-run-20261206_051144-secondid", "latest-run"):
+    for name in ("offline-run-20261206_041121-firstid1", "offline-run-20261206_051144-secondid", "latest-run",
+                 "offline-run-20261206_041121-firstid1-1"):  # a second attempt in the first one's second
         (tmp_path / "wandb" / name).mkdir(parents=True)
     (tmp_path / "wandb" / "debug.log").write_text("")
     assert previous_wandb_run_id(tmp_path) == "secondid"  # the newest attempt's
+    (tmp_path / "wandb" / "offline-run-20261206_051144-secondid").rmdir()
+    assert previous_wandb_run_id(tmp_path) == "firstid1"  # not "1" from the same-second suffix
 
 
 def test_resume_takes_a_sweep_job_directory_whose_name_holds_its_overrides(tmp_path):
