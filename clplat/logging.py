@@ -24,6 +24,7 @@ import netrc
 import os
 import re
 import shutil
+import warnings
 import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -134,7 +135,9 @@ def keep_csv_log_until(loggers: Sequence[Logger], step: int) -> None:
             continue
         with path.open(newline="") as fh:
             rows = [r for r in csv.DictReader(fh) if r.get("step", "").isdigit() and int(r["step"]) <= step]
-        writer = inner.experiment  # opening removes the old file
+        with warnings.catch_warnings():  # Lightning warns that it deletes the file: it is read above
+            warnings.filterwarnings("ignore", message="Experiment logs directory")
+            writer = inner.experiment  # opening removes the old file
         writer.metrics = [{k: v for k, v in row.items() if v != ""} for row in rows]
         writer.save()
 
