@@ -267,20 +267,20 @@ def preflight(argv: Sequence[str]) -> None:
 
 def check_sweeper(overrides: list[str]) -> None:
     """The sweeper asked for is installed, and the basic sweeper gets no range it cannot sweep."""
-    from hydra.core.plugins import Plugins
+    from hydra.core.config_store import ConfigStore
     from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.plugins.sweeper import Sweeper
+    from hydra.core.plugins import Plugins
 
     chosen = [o.split("=", 1)[1] for o in overrides if o.lstrip("+").startswith("hydra/sweeper=")]
     sweeper = chosen[-1] if chosen else "basic"
     if sweeper != "basic":
-        installed = sorted({cls.__module__.split(".")[1] for cls in Plugins.instance().discover(Sweeper)
-                            if cls.__module__.startswith("hydra_plugins.")})
-        if not any(sweeper in name for name in installed):
+        Plugins.instance()  # imports the installed plugins, which register their sweeper configs
+        installed = sorted(name.removesuffix(".yaml") for name in ConfigStore.instance().list("hydra/sweeper"))
+        if sweeper not in installed:
             hint = (" (hydra-optuna-sweeper pins optuna<3, which clplat's Optuna 4 excludes: tune with "
                     "clplat-tune, docs/sweeps.md)" if sweeper == "optuna" else f" (pip install hydra-{sweeper}-sweeper)")
             fail(f"hydra/sweeper={sweeper} is not valid: its plugin is not installed; installed sweepers: "
-                 f"basic{''.join(', ' + n for n in installed)}{hint}")
+                 f"{', '.join(installed)}{hint}")
         return
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
