@@ -173,11 +173,27 @@ def write_tuned_config(study_dir: Path, name: str, params: dict[str, Any]) -> Pa
     return path
 
 
+def with_study_searchpath(overrides: list[str], study_dir: Path) -> list[str]:
+    """``overrides`` with the study folder added to Hydra's search path (where ``+tuned=<trial>``
+    is found), after the user's own config folders, so options kept there can be tuned too."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    kept, paths = [], []
+    for text in overrides:
+        if text.lstrip("+").split("=", 1)[0] == "hydra.searchpath":
+            value = OverridesParser.create().parse_overrides([text])[0].value()
+            paths += [str(v) for v in (value if isinstance(value, list) else [value])]
+        else:
+            kept.append(text)
+    paths.append(f"file://{study_dir.resolve()}")
+    return [*kept, f"hydra.searchpath=[{','.join(paths)}]"]
+
+
 def launch(study_dir: Path, overrides: list[str], names: list[str], seeds: list[int], launcher: str,
            jobs: int, sweep_dir: Path) -> None:
     """One ``clplat-train -m`` multirun of ``names`` x ``seeds``; failed jobs leave ``error.txt``."""
-    command = [sys.executable, "-m", "clplat.train", "-m", *overrides,
-               f"hydra.searchpath=[file://{study_dir.resolve()}]", f"+tuned={','.join(names)}",
+    command = [sys.executable, "-m", "clplat.train", "-m", *with_study_searchpath(overrides, study_dir),
+               f"+tuned={','.join(names)}",
                f"seed={','.join(map(str, seeds))}", f"launcher={launcher}",
                f"hydra.sweep.dir={sweep_dir}", "hydra.sweep.subdir=${hydra:runtime.choices.tuned}_seed${seed}"]
     if launcher == "joblib":

@@ -138,3 +138,13 @@ def test_a_study_does_not_continue_with_other_settings(tmp_path, capsys):
     with pytest.raises(SystemExit):
         tune_main([str(study), "--", "strategy=naive"])
     assert "holds a study with other overrides" in capsys.readouterr().err
+
+
+def test_trials_keep_the_users_own_config_folders_on_the_search_path(tmp_path):
+    """Options kept in a user's config folder (hydra.searchpath) stay findable in the trial runs."""
+    from clplat.tune import with_study_searchpath
+
+    out = with_study_searchpath(["strategy=mine", "hydra.searchpath=[file:///home/me/conf,pkg://mypkg.conf]"],
+                                tmp_path)
+    assert out == ["strategy=mine", f"hydra.searchpath=[file:///home/me/conf,pkg://mypkg.conf,file://{tmp_path.resolve()}]"]
+    assert with_study_searchpath(["seed=1"], tmp_path) == ["seed=1", f"hydra.searchpath=[file://{tmp_path.resolve()}]"]
