@@ -14,6 +14,7 @@ kept, so running the same command again after a kill goes on with what is missin
 
     python benchmarks/leaderboard.py --out /work/leaderboard                 # the full board
     python benchmarks/leaderboard.py --out /tmp/lb --small --write docs/x.md # a minutes-long check
+    python benchmarks/leaderboard.py --out /work/leaderboard --no-run         # the board so far
 """
 
 from __future__ import annotations
@@ -245,7 +246,9 @@ def write_board(path: Path, out: Path, scenarios: list[Scenario], methods: list[
              "per-seed difference to the baseline row with its interval, \"not significant\" when the interval "
              "contains 0. Memory is what the method holds beyond the model (buffers, stored logits, Fisher "
              "and anchors, generators; `docs/metrics.md`, Resources); steps and samples include every extra "
-             "fine-tuning, rehearsal or unlearning step.", "",
+             "fine-tuning, rehearsal or unlearning step. Wall time is each run's own measurement with two "
+             "runs side by side on 2 cores (and, for the published board, other work on the machine): an "
+             "order of magnitude, not a benchmark.", "",
              "SHARP runs in the class-IL scenario only (it refuses streams whose classes repeat).", "",
              f"Produced by `python benchmarks/leaderboard.py --out <dir> --trials {args.trials} --startup-trials "
              f"{args.startup_trials} --batch {args.batch} --jobs {args.jobs}`; a row is \"not run\" until its study "
@@ -272,6 +275,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--methods", nargs="*", help="method names (default: all)")
     parser.add_argument("--small", action="store_true", help="tiny budgets: checks the pipeline in minutes")
     parser.add_argument("--write", type=Path, default=ROOT / "docs" / "leaderboard.md")
+    parser.add_argument("--no-run", action="store_true", help="only write the board from the runs kept so far")
     return parser.parse_args(argv)
 
 
@@ -285,7 +289,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def build(args: argparse.Namespace, scenarios: list[Scenario], methods: list[Method]) -> None:
     """Tune and evaluate every (scenario, method) not finished yet, then write the board."""
-    for scenario in scenarios:
+    for scenario in scenarios if not args.no_run else []:
         for method in applicable(methods, scenario):
             run_method(args.out, scenario, method, args)
     write_board(args.write, args.out, scenarios, methods, args)
