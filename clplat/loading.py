@@ -28,22 +28,28 @@ if TYPE_CHECKING:
 
 def model_from_checkpoint(path: str | Path, map_location: Any = "cpu") -> "ContinualModule":
     """The ``ContinualModule`` saved in a boundary checkpoint, with its strategy's state, in eval mode."""
-    from clplat.experiment import build_module, build_strategy, build_stream
-
     checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     meta = checkpoint.get("clplat") or {}
     if "config" not in meta:
         raise ValueError(f"{path} has no run config (written by an older clplat, or not a clplat checkpoint)")
-    cfg = OmegaConf.create(meta["config"])
+    module = module_from_checkpoint(OmegaConf.create(meta["config"]), checkpoint)
+    if isinstance(map_location, (str, torch.device)):
+        module.to(map_location)
+    return module
+
+
+def module_from_checkpoint(cfg: Any, checkpoint: dict[str, Any]) -> "ContinualModule":
+    """Build the run's module from ``cfg`` and load a loaded checkpoint's weights and strategy
+    state into it (eval mode): the one way a saved model is rebuilt."""
+    from clplat.experiment import build_module, build_strategy, build_stream
+
     stream = build_stream(cfg)
     strategy = build_strategy(cfg)
     module = build_module(cfg, stream, strategy)
     strategy.setup(module, stream)
     module.load_state_dict(checkpoint["state_dict"])
     module.on_load_checkpoint(checkpoint)
-    if isinstance(map_location, (str, torch.device)):
-        module.to(map_location)
     return module.eval()
 
 
-__all__ = ["model_from_checkpoint"]
+__all__ = ["model_from_checkpoint", "module_from_checkpoint"]

@@ -22,7 +22,8 @@ import pytest
 import torch
 
 from clplat.checkpointing import checkpoint_path
-from clplat.experiment import build_module, build_strategy, build_stream, run_experiment
+from clplat.experiment import build_stream, run_experiment
+from clplat.loading import module_from_checkpoint
 from tests.conftest import CONF_DIR, TINY, compose_config
 
 ITERATIONS = 6  # optimizer steps per experience (TINY)
@@ -67,18 +68,13 @@ def rescore_checkpoint(cfg, ckpt: dict, experience: int) -> list[int]:
     checkpoint, read from the stream's own test tensors, predicted in one pass per task.
     """
     stream = build_stream(cfg)
-    strategy = build_strategy(cfg)
-    module = build_module(cfg, stream, strategy)
-    strategy.setup(module, stream)
-    module.load_state_dict(ckpt["state_dict"])
-    module.on_load_checkpoint(ckpt)
-    module.eval()
+    module = module_from_checkpoint(cfg, ckpt)
     evaluator_state = next(state for key, state in ckpt["callbacks"].items() if "ContinualEvaluator" in key)
     correct = []
     with torch.inference_mode():
         for exp in stream.experiences[: experience + 1]:
             index = torch.tensor(evaluator_state["subset_indices"][exp.index], dtype=torch.long)
-            logits = strategy.predict(exp.test.x[index], exp.test.task[index])
+            logits = module.strategy.predict(exp.test.x[index], exp.test.task[index])
             correct.append(int((logits.argmax(1) == exp.test.y[index]).sum()))
     return correct
 
