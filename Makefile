@@ -8,10 +8,13 @@ STAMP  := $(VENV)/.installed
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	# Hydra's Optuna sweeper (hydra/sweeper=optuna) declares optuna<3 but runs on the Optuna that
+	# clplat-tune needs (4+): installed without its pin (docs/sweeps.md, tests/test_sweeps.py)
+	$(BIN)/python -m pip install --quiet --no-deps "hydra-optuna-sweeper>=1.2,<1.4"
 	touch $(STAMP)
 
 run: setup

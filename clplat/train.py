@@ -20,6 +20,7 @@ import os
 import sys
 import time
 import traceback
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -158,6 +159,11 @@ def _expand_overrides(overrides: list[str], multirun: bool) -> list[list[str]]:
         key = override.get_key_element()
         if key.lstrip("+~").startswith(SWEEPER_PARAMS):  # a sweeper's search space: check its key's values
             target = key.lstrip("+~")[len(SWEEPER_PARAMS):]
+            if override.is_sweep_override():  # Hydra refuses to sweep its own keys, with a traceback hint
+                fail(f"{text} is not valid: a search space under hydra.sweeper.params is a quoted string "
+                     f"({key}='{override.get_value_element_as_str()}'), or write {target}=... directly")
+            # the sweeper parses the string as an override value: so does the check
+            override = OverridesParser.create().parse_override(f"{target}={override.value()}")
             values = _values_to_check(override)
             if values:
                 base.append(f"{target}={values[0]}")
@@ -242,11 +248,22 @@ def preflight(argv: Sequence[str]) -> None:
     from clplat.config import validate_config  # free of torch: the checks below answer in about a second
 
     check_sweeper(list(args.overrides))
+    config_name = args.config_name or "train"
+    overrides = list(args.overrides)
     try:
-        variants = _expand_overrides(list(args.overrides), args.multirun)
+        variants = _expand_overrides(overrides, args.multirun)
     except Exception as err:  # noqa: BLE001 - any parse error is a usage error
         fail(_one_line(err))
-    config_name = args.config_name or "train"
+    if args.multirun:  # the sweeper chosen on the command line or in a config file
+        with _failing_as_config_error(variants[0], config_name):
+            with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+                sweeper = compose(config_name=config_name, overrides=variants[0], return_hydra_config=True).hydra.sweeper
+        check_sweep_direction(sweeper)
+        # a search space written in a config file is checked like one given on the command line
+        from_files = [f"{SWEEPER_PARAMS}{key}={_quoted(str(value))}" for key, value in (sweeper.get("params") or {}).items()
+                      if not any(o.lstrip("+").startswith(f"{SWEEPER_PARAMS}{key}=") for o in overrides)]
+        if from_files:
+            variants = _expand_overrides(overrides + from_files, True)
     composed = []
     for overrides in variants:  # keys, values and ranges first, before torch and Lightning load
         with _failing_as_config_error(overrides, config_name):
@@ -277,10 +294,17 @@ def check_sweeper(overrides: list[str]) -> None:
         Plugins.instance()  # imports the installed plugins, which register their sweeper configs
         installed = sorted(name.removesuffix(".yaml") for name in ConfigStore.instance().list("hydra/sweeper"))
         if sweeper not in installed:
-            hint = (" (hydra-optuna-sweeper pins optuna<3, which clplat's Optuna 4 excludes: tune with "
-                    "clplat-tune, docs/sweeps.md)" if sweeper == "optuna" else f" (pip install hydra-{sweeper}-sweeper)")
+            # hydra-optuna-sweeper declares optuna<3 but runs on clplat's Optuna (docs/sweeps.md)
+            hint = " (pip install --no-deps hydra-optuna-sweeper)" if sweeper == "optuna" else \
+                f" (pip install hydra-{sweeper}-sweeper)"
             fail(f"hydra/sweeper={sweeper} is not valid: its plugin is not installed; installed sweepers: "
                  f"{', '.join(installed)}{hint}")
+        params_default = ConfigStore.instance().load(f"hydra/sweeper/{sweeper}.yaml").node.get("params", {})
+        cli_params = [o for o in overrides if o.lstrip("+").startswith(SWEEPER_PARAMS.rstrip("."))]
+        if cli_params and params_default is None:  # OmegaConf cannot extend a null node from the command line
+            fail(f"{cli_params[0]} is not valid with hydra/sweeper={sweeper}: its params default to null, which "
+                 "the command line cannot extend; write the key itself (optimizer.lr=interval(0.0005,0.01)) "
+                 "or hydra.sweeper.params in a config file (docs/sweeps.md)")
         return
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
@@ -291,6 +315,17 @@ def check_sweeper(overrides: list[str]) -> None:
             fail(f"{text} is not valid: the basic sweeper takes lists (a,b,c or range(...)); an interval needs "
                  "a sampling sweeper (hydra/sweeper=<name>) or clplat-tune, whose search spaces are declared "
                  "in the configs")
+
+
+def check_sweep_direction(hydra_sweeper: Any) -> None:
+    """A sweeper that optimises a direction (Optuna's ``direction``, default ``minimize``) must
+    maximise: a clplat job returns its final average accuracy. Refused before any job, in one line."""
+    if "direction" not in hydra_sweeper:
+        return
+    direction = str(hydra_sweeper.direction).rsplit(".", 1)[-1]  # Optuna's is an enum: Direction.minimize
+    if direction != "maximize":
+        fail(f"hydra.sweeper.direction={direction} is not valid: a clplat job returns its final average "
+             "accuracy (higher is better); set hydra.sweeper.direction=maximize")
 
 
 @contextmanager
@@ -612,6 +647,9 @@ def gpu_for_slot(visible: Sequence[str], slot: int) -> str | None:
 
 def main() -> None:
     argv = sys.argv[1:]
+    # hydra-optuna-sweeper builds Optuna 2-style distributions; Optuna announces each removal on
+    # every trial (the sweep works, the lines are noise to a user)
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"(optuna|hydra_plugins\.hydra_optuna_sweeper)\b")
     resumed = resume_arguments(argv)
     if resumed is not None:
         sys.argv = [sys.argv[0], *resumed]

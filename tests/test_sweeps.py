@@ -11,7 +11,9 @@ sweep directory must print a two-row mean ± std table.
 
 from __future__ import annotations
 
+import json
 import logging
+import subprocess
 import sys
 from pathlib import Path
 from typing import Iterator
@@ -389,7 +391,6 @@ ConfigStore.instance().store(group="hydra/sweeper", name="midpoint", provider="t
 
 def test_a_third_party_sampling_sweeper_runs_interval_searches(tmp_path):
     """Any installed Hydra sweeper works, with the search-space syntax it reads (interval(...))."""
-    import subprocess
 
     from tests.helpers import cli_env
 
@@ -418,5 +419,47 @@ def test_the_basic_sweeper_and_missing_sweepers_are_refused_in_one_line(capsys):
     from tests.helpers import preflight_error
 
     assert "the basic sweeper takes lists" in preflight_error(["-m", "optimizer.lr=interval(0.001,0.01)"], capsys)
-    assert "tune with clplat-tune" in preflight_error(["-m", "hydra/sweeper=optuna", "optimizer.lr=interval(0.001,0.01)"],
-                                                       capsys)
+    missing = preflight_error(["-m", "hydra/sweeper=ax", "optimizer.lr=interval(0.001,0.01)"], capsys)
+    assert "hydra/sweeper=ax is not valid" in missing and "optuna" in missing and "pip install hydra-ax-sweeper" in missing
+    # Optuna minimises by default; a clplat job returns an accuracy
+    wrong_way = preflight_error(["-m", "hydra/sweeper=optuna", "optimizer.lr=interval(0.001,0.01)"], capsys)
+    assert "hydra.sweeper.direction=minimize is not valid" in wrong_way and "direction=maximize" in wrong_way
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # Optuna 2-style distributions, loaded
+def test_the_optuna_sweeper_searches_intervals_and_resumes_from_its_storage(tmp_path, capsys):
+    """The issue's command with Hydra's Optuna sweeper (installed by `make setup` beside Optuna 4+),
+    then the same study continued from its storage with the search space in the user's config file."""
+    import optuna
+
+    from tests.helpers import cli_env, preflight_error
+
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    command = [sys.executable, "-m", "clplat.train", "-m", "hydra.sweeper.n_trials=2",
+               f"hydra.sweeper.storage={storage}", "hydra.sweeper.study_name=lr", *FAST]
+    first = subprocess.run([*command, "hydra/sweeper=optuna", "hydra.sweeper.direction=maximize",
+                            "optimizer.lr=interval(0.0005,0.01)", f"hydra.sweep.dir={tmp_path / 'a'}"],
+                           env=cli_env(), capture_output=True, text=True, timeout=900)
+    assert first.returncode == 0, first.stderr
+    assert "Warning" not in first.stderr  # Optuna's deprecation notices are filtered
+    experiment = tmp_path / "my_conf" / "experiment"
+    experiment.mkdir(parents=True)
+    (experiment / "lr_search.yaml").write_text(
+        "# @package _global_\ndefaults:\n  - override /hydra/sweeper: optuna\n"
+        "hydra:\n  sweeper:\n    direction: maximize\n    params:\n      optimizer.lr: interval(0.0005,0.01)\n")
+    searchpath = f"hydra.searchpath=[file://{tmp_path / 'my_conf'}]"
+    second = subprocess.run([*command, searchpath, "experiment=lr_search", f"hydra.sweep.dir={tmp_path / 'b'}"],
+                            env=cli_env(), capture_output=True, text=True, timeout=900)
+    assert second.returncode == 0, second.stderr
+    trials = optuna.load_study(study_name="lr", storage=storage).trials
+    assert len(trials) == 4 and all(t.state.name == "COMPLETE" for t in trials)
+    assert all(0.0005 <= t.params["optimizer.lr"] <= 0.01 for t in trials)
+    # the config file's search space is checked at its bounds before any job, like the command line's
+    (experiment / "lr_search.yaml").write_text((experiment / "lr_search.yaml").read_text().replace("0.0005", "-1"))
+    assert "optimizer.lr=-1" in preflight_error(["-m", searchpath, "experiment=lr_search"], capsys)
+    # Optuna's params default to null: the command line cannot add keys under them
+    assert "write the key itself" in preflight_error(
+        ["-m", "hydra/sweeper=optuna", "hydra.sweeper.direction=maximize",
+         "hydra.sweeper.params.optimizer.lr='interval(0.0005,0.01)'"], capsys)
+    summaries = [json.loads(p.read_text()) for p in tmp_path.glob("[ab]/*/summary.json")]
+    assert sorted(t.value for t in trials) == pytest.approx(sorted(s["avg_acc"] for s in summaries))
