@@ -41,11 +41,12 @@ from clplat.config import validate_config
 from clplat.data import ExperienceLoader, iterations_for
 from clplat.distributed import barrier, check_ddp_support, launch_rank, lightning_strategy
 from clplat.errors import ConfigError, RunInterrupted, TrainingDiverged, check_int
-from clplat.evaluation.evaluator import ContinualEvaluator
+from clplat.evaluation.evaluator import ContinualEvaluator, evaluation_metrics
 from clplat.evaluation.metrics import accuracy_matrix, summarize
 from clplat.heads import build_head
 from clplat.logger_guard import guarded_loggers
-from clplat.logging import build_loggers, describe_wandb, finish_wandb, keep_csv_log_until, log_run_end
+from clplat.logging import (backfill_wandb_history, build_loggers, describe_wandb, finish_wandb, keep_csv_log_until,
+                            log_run_end)
 from clplat.module import ContinualModule
 from clplat.progress import StreamProgress
 from clplat.search_space import without_search_space
@@ -295,7 +296,8 @@ def run_experiment(cfg: DictConfig, resume: bool = False) -> RunResult:
         checkpoint = load_checkpoint(found[1], digest, world_size)
         start = restore(trainer, module, checkpoint)
         earlier_wall_time = float(checkpoint["clplat"].get("wall_time_s", 0.0))
-        keep_csv_log_until(loggers, trainer.global_step)
+        kept = keep_csv_log_until(loggers, trainer.global_step)
+        backfill_wandb_history(loggers, run_dir, [evaluation_metrics(e) for e in evaluator.results.evaluations], kept)
         progress.info(f"resuming after experience {start} (iteration {trainer.global_step}) from {found[1]}")
     elif resume:
         keep_csv_log_until(loggers, -1)

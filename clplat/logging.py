@@ -117,7 +117,7 @@ def describe_wandb(loggers: Sequence[Logger]) -> str | None:
     return None
 
 
-def keep_csv_log_until(loggers: Sequence[Logger], step: int) -> None:
+def keep_csv_log_until(loggers: Sequence[Logger], step: int) -> list[dict[str, str]]:
     """Keep a resumed run's CSV log up to ``step`` (the checkpoint it resumes from).
 
     Lightning's CSV writer deletes an existing ``metrics.csv`` when it opens; the rows the
@@ -126,6 +126,7 @@ def keep_csv_log_until(loggers: Sequence[Logger], step: int) -> None:
     """
     import csv
 
+    kept: list[dict[str, str]] = []
     for logger in loggers:
         inner = unwrap(logger)
         if not isinstance(inner, CSVLogger) or inner._experiment is not None:
@@ -138,8 +139,47 @@ def keep_csv_log_until(loggers: Sequence[Logger], step: int) -> None:
         with warnings.catch_warnings():  # Lightning warns that it deletes the file: it is read above
             warnings.filterwarnings("ignore", message="Experiment logs directory")
             writer = inner.experiment  # opening removes the old file
-        writer.metrics = [{k: v for k, v in row.items() if v != ""} for row in rows]
+        writer.metrics = kept = [{k: v for k, v in row.items() if v != ""} for row in rows]
         writer.save()
+    return kept
+
+
+def backfill_wandb_history(loggers: Sequence[Logger], run_dir: Path, evaluations: Sequence[Mapping[str, float]],
+                           csv_rows: Sequence[Mapping[str, str]]) -> int:
+    """Log again, into a resumed W&B run, the history its earlier attempts did not record.
+
+    A run killed with SIGKILL loses what wandb-core had not flushed to its record file (often the
+    whole history). Its evaluations are in the checkpoint (``evaluations``: the loggers' metrics of
+    each row up to the resumed step) and its training losses in the kept CSV log (``csv_rows``,
+    when the CSV logger is on); every row that no attempt's record file holds is logged again, at
+    its own ``cl/global_iter``, so the W&B history reads from step 0. Returns the rows logged.
+    """
+    from collections import Counter
+
+    from clplat.wandb_records import recorded_count
+
+    losses = [{"train/loss": float(r["train/loss"]), "cl/global_iter": int(r["cl/global_iter"])}
+              for r in csv_rows if r.get("train/loss") and r.get("cl/global_iter")]
+    logged = 0
+    for logger in loggers:
+        inner = unwrap(logger)
+        if not isinstance(inner, WandbLogger):
+            continue
+        run_id = inner.experiment.id
+        missing = []
+        for rows, key in ((losses, "train/loss"), (list(evaluations), "eval/acc_seen")):
+            have = Counter(recorded_count(run_dir, run_id, key))
+            for row in rows:  # of several rows at one step, a killed attempt recorded the first ones
+                step = int(row["cl/global_iter"])
+                if have[step] > 0:
+                    have[step] -= 1
+                else:
+                    missing.append(row)
+        # in the order of the original run: a step's training loss, then its evaluations
+        for row in sorted(missing, key=lambda r: (int(r["cl/global_iter"]), "train/loss" not in r)):
+            inner.log_metrics(dict(row), step=int(row["cl/global_iter"]))
+            logged += 1
+    return logged
 
 
 WANDB_IDENTITY_FILE = "clplat_run.json"

@@ -1,9 +1,8 @@
 """W&B offline runs hold what the run directory holds; run identity in sweeps; console progress.
 
-The W&B test runs a tiny experiment with ``logger=wandb`` in offline mode (no network, files in
-the run directory) and reads the offline run back: wandb 0.31 has no Python reader for its
-``.wandb`` record file, so ``read_wandb_records`` decodes it (LevelDB log framing around
-protobuf ``Record`` messages, the format ``wandb sync`` uploads).
+The W&B tests run tiny experiments with ``logger=wandb`` in offline mode (no network, files in
+the run directory) and read the offline runs back with ``clplat.wandb_records`` (the record
+files ``wandb sync`` uploads).
 """
 
 from __future__ import annotations
@@ -11,10 +10,9 @@ from __future__ import annotations
 import io
 import json
 import re
-import struct
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -24,63 +22,22 @@ from clplat.errors import ConfigError
 from clplat.experiment import run_experiment
 from clplat.logging import swept_overrides, thin_evaluations, wandb_run_metadata
 from clplat.progress import StreamProgress, resolve_mode
+from clplat.wandb_records import history_rows, read_records
 from tests.conftest import CONF_DIR
-
-_BLOCK = 32768  # LevelDB log block size used by wandb's record files
-_FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
-
-
-def read_wandb_records(path: Path) -> Iterator[Any]:
-    """Every ``wandb_internal_pb2.Record`` of an offline run's ``run-<id>.wandb`` file."""
-    from wandb.proto import wandb_internal_pb2
-
-    data = path.read_bytes()
-    assert data[:4] == b":W&B", "not a wandb record file"
-    pos, pending = 7, b""  # 7-byte file header: ident, magic, version
-    while pos + 7 <= len(data):
-        left = _BLOCK - pos % _BLOCK
-        if left < 7:  # block trailer padding
-            pos += left
-            continue
-        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
-        if kind == 0 and length == 0:  # zero padding up to the end of the block
-            pos += left
-            continue
-        chunk = data[pos + 7:pos + 7 + length]
-        pos += 7 + length
-        if kind == _FULL:
-            payload = chunk
-        elif kind == _FIRST:
-            pending = chunk
-            continue
-        elif kind == _MIDDLE:
-            pending += chunk
-            continue
-        else:
-            payload, pending = pending + chunk, b""
-        record = wandb_internal_pb2.Record()
-        record.ParseFromString(payload)
-        yield record
-
 
 def read_finished_run(path: Path, timeout: float = 30.0) -> list[Any]:
     """The records once the file holds the run's ``exit`` record: ``wandb.finish`` returns when
     the run is closed, but wandb-core may still be flushing the offline file for a moment."""
     deadline = time.monotonic() + timeout
     while True:
-        records = list(read_wandb_records(path)) if path.stat().st_size > 7 else []
+        records = list(read_records(path)) if path.stat().st_size > 7 else []
         if any(r.WhichOneof("record_type") == "exit" for r in records) or time.monotonic() > deadline:
             return records
         time.sleep(0.2)
 
 
 def _history(records: list[Any]) -> pd.DataFrame:
-    rows = []
-    for record in records:
-        if record.WhichOneof("record_type") == "history":
-            rows.append({"/".join(item.nested_key) or item.key: json.loads(item.value_json)
-                         for item in record.history.item})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(history_rows(records))
 
 
 def test_offline_wandb_run_holds_the_per_task_history_tables_and_plots(make_cfg, monkeypatch, tmp_path,
@@ -243,3 +200,46 @@ def test_a_resumed_run_keeps_its_wandb_identity(make_cfg, monkeypatch):
     records = read_finished_run(next(second.glob("run-*.wandb")))
     run = next(r.run for r in records if r.WhichOneof("record_type") == "run")
     assert (run.run_group, run.job_type, run.display_name) == ("2026-12-06/07-00-00", "strategy=replay", "run0-seed0")
+
+
+def test_a_run_killed_by_sigkill_resumes_into_the_same_wandb_history_from_step_0(tmp_path):
+    """SIGKILL leaves the W&B record file with what wandb-core had flushed (often nothing); the
+    resumed run logs the missing rows again, so the run's history holds every evaluation and
+    training loss exactly once, from step 0."""
+    import signal
+    import subprocess
+    import sys
+
+    from clplat.logging import previous_wandb_run_id
+    from clplat.wandb_records import run_files
+    from tests.conftest import TINY
+    from tests.helpers import cli_env
+
+    env = {**cli_env(), "WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path)}
+    env.pop("WANDB_SERVICE", None)  # each process starts its own wandb-core, which dies with it
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "clplat.train", *TINY, "trainer.iterations=40", "eval.every_n_iters=10",
+                             "logger=csv_wandb", "trainer.log_every_n_steps=5", f"hydra.run.dir={run_dir}"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (run_dir / "checkpoints" / "exp_1.ckpt").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (run_dir / "summary.json").exists(), "the run finished before it could be killed"
+    resumed = subprocess.run([sys.executable, "-m", "clplat.train", f"resume={run_dir}"], env=env,
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+
+    run_id = previous_wandb_run_id(run_dir)
+    attempts = run_files(run_dir, run_id)
+    assert len(attempts) == 2
+    read_finished_run(attempts[-1])
+    history = _history([r for path in attempts for r in read_records(path)])
+    table = pd.read_csv(run_dir / "metrics.csv")
+    expected = table.loc[table.eval_task == 0].global_iter.tolist()  # one row per evaluation
+    logged = history.dropna(subset=["eval/acc_seen"])["cl/global_iter"].astype(int)
+    assert sorted(logged.tolist()) == sorted(expected) and expected[0] == 0
+    losses = history.dropna(subset=["train/loss"])["cl/global_iter"].astype(int)
+    steps = pd.read_csv(run_dir / "logs" / "csv" / "metrics.csv").dropna(subset=["train/loss"])["cl/global_iter"]
+    assert sorted(losses.tolist()) == sorted(steps.astype(int).tolist()) and min(losses) == 5

@@ -177,11 +177,12 @@ def test_a_failing_slurm_job_is_listed_with_its_job_id_and_log_and_the_others_fi
 
 def _wandb_runs(job: Path) -> list[tuple[str, pd.DataFrame, list[int]]]:
     """``(run id, history, exit codes)`` of each offline W&B run under ``job``, oldest first."""
-    from tests.test_logging import _history, read_wandb_records
+    from clplat.wandb_records import read_records
+    from tests.test_logging import _history
 
     runs = []
     for directory in sorted((job / "wandb").glob("offline-run-*")):
-        records = list(read_wandb_records(next(directory.glob("run-*.wandb"))))
+        records = list(read_records(next(directory.glob("run-*.wandb"))))
         exits = [r.exit.exit_code for r in records if r.WhichOneof("record_type") == "exit"]
         runs.append((directory.name.rsplit("-", 1)[1], _history(records), exits))
     return runs

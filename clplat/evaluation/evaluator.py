@@ -190,11 +190,18 @@ class ContinualEvaluator(Callback):
     def _log(self, trainer: L.Trainer, evaluation: Evaluation) -> None:
         if not trainer.loggers:
             return
-        accuracies = evaluation.accuracies
-        metrics: dict[str, float] = {f"eval/task_{k}/acc": a for k, a in enumerate(accuracies)}
-        seen = accuracies[: evaluation.experience + 1]
-        metrics["eval/acc_seen"] = sum(seen) / len(seen)
-        metrics["cl/global_iter"] = evaluation.global_iter
-        metrics["cl/experience"] = evaluation.experience
+        metrics = evaluation_metrics(evaluation)
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=evaluation.global_iter)
+
+
+def evaluation_metrics(evaluation: Evaluation) -> dict[str, float]:
+    """What the loggers get for one evaluation: per-task accuracy, the mean over seen tasks, and
+    the x-axis (``cl/global_iter``) with the experience it falls in."""
+    accuracies = evaluation.accuracies
+    metrics: dict[str, float] = {f"eval/task_{k}/acc": a for k, a in enumerate(accuracies)}
+    seen = accuracies[: evaluation.experience + 1]
+    metrics["eval/acc_seen"] = sum(seen) / len(seen)
+    metrics["cl/global_iter"] = evaluation.global_iter
+    metrics["cl/experience"] = evaluation.experience
+    return metrics
