@@ -14,7 +14,9 @@ The stability-gap claim (De Lange et al. 2023: continual evaluation shows a tran
 every boundary, for replay, EWC, LwF, ...) reads the class-IL leaderboard's runs: reproduced for a
 method when the 95 % interval of its transient gap depth lies above 0.
 
-Resumable like the leaderboard: the same command continues where it stopped.
+A treatment or control that is also a leaderboard row (same scenario, same overrides) is read from
+the leaderboard's folder (``--board``) rather than run again; run the leaderboard first. Resumable
+like the leaderboard: the same command continues where it stopped.
 
     python benchmarks/claims.py --out /work/claims --board /work/leaderboard     # the full table
     python benchmarks/claims.py --out /tmp/c --small --write /tmp/claims.md      # a minutes-long check
@@ -60,12 +62,9 @@ class Claim:
     """Why the claim cannot be tested yet (a missing control); empty when it can."""
 
 
-CLASSIL = lb.Scenario("claims: class-IL split MNIST-1D", ["experiment=reference_classil"],
-                      tuning=["stream.order_seed=1"], evaluation=["stream.order_seed=null"],
-                      memory_budget_bytes=lb.MNIST1D_BUDGET)
-TASKIL = lb.Scenario("claims: task-IL split MNIST-1D", ["experiment=reference_taskil"],
-                     tuning=["stream.order_seed=1"], evaluation=["stream.order_seed=null"],
-                     memory_budget_bytes=lb.MNIST1D_BUDGET, kind="task-IL")
+# the leaderboard's own scenarios: a claim's method that is also a leaderboard row reads the board's runs
+CLASSIL = next(s for s in lb.SCENARIOS if s.kind == "class-IL")
+TASKIL = next(s for s in lb.SCENARIOS if s.kind == "task-IL")
 # the recipes are the methods' own (experiment=derpp_sgd / refresh_derpp_sgd), on split MNIST-1D
 REFRESH_SGD = lb.Scenario("claims: DER++ with SGD (refresh's setting)", ["stream=split_mnist1d"],
                           tuning=["stream.order_seed=1"], evaluation=["stream.order_seed=null"],
@@ -129,11 +128,24 @@ def verdict(difference, direction: int) -> str:  # noqa: ANN001 - a clplat.analy
     return "reproduced" if difference.mean * direction > 0 else "contradicted"
 
 
-def claim_row(claim: Claim, out: Path) -> str:
+def board_study(scenario: Scenario, method: Method, board: Path | None) -> Path | None:
+    """Where the leaderboard keeps this scenario and method, if it is one of its rows (same
+    scenario, same overrides): the claim reads those runs instead of repeating them."""
+    same = next((m for m in lb.METHODS if m.overrides == method.overrides), None)
+    if board is None or scenario not in lb.SCENARIOS or same is None or not lb.applicable([same], scenario):
+        return None
+    return board / lb.slug(scenario.name) / same.name
+
+
+def study_dir(scenario: Scenario, method: Method, out: Path, board: Path | None) -> Path:
+    return board_study(scenario, method, board) or out / lb.slug(scenario.name) / method.name
+
+
+def claim_row(claim: Claim, out: Path, board: Path | None = None) -> str:
     cells = [claim.method, claim.paper, claim.claim, f"`{' '.join(claim.scenario.recipe)}`"]
     if claim.untestable:
         return "| " + " | ".join([*cells, "", "", f"not testable here: {claim.untestable}"]) + " |"
-    rows = {m.name: lb.read_row(out / lb.slug(claim.scenario.name) / m.name, m)
+    rows = {m.name: lb.read_row(study_dir(claim.scenario, m, out, board), m)
             for m in (claim.treatment, claim.control)}
     treatment, control = (lb.by_seed(rows[m.name], "avg_acc") for m in (claim.treatment, claim.control))
     d = paired_difference(treatment, control)
@@ -176,7 +188,7 @@ def write_claims(path: Path, out: Path, board: Path | None, claims: list[Claim],
              f"Produced by `python benchmarks/claims.py --out <dir> --board <leaderboard dir> --trials {args.trials}`.",
              "", "| method | paper | claim | our setting | our result | compute and memory | verdict |",
              "|---|---|---|---|---|---|---|"]
-    lines += [claim_row(c, out) for c in claims]
+    lines += [claim_row(c, out, board) for c in claims]
     lines += stability_gap_rows(board)
     path.write_text("\n".join(lines) + "\n")
 
@@ -184,7 +196,8 @@ def write_claims(path: Path, out: Path, board: Path | None, claims: list[Claim],
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="where studies and runs are kept (resumable)")
-    parser.add_argument("--board", type=Path, default=None, help="the leaderboard's --out (stability-gap claim)")
+    parser.add_argument("--board", type=Path, default=None,
+                        help="the leaderboard's --out: its runs serve the claims whose rows it has, and the stability-gap claim")
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--startup-trials", type=int, default=4)
     parser.add_argument("--batch", type=int, default=4)
@@ -202,8 +215,8 @@ def build(args: argparse.Namespace, claims: list[Claim]) -> None:
     for claim in claims:
         for method in (claim.treatment, claim.control):
             key = (claim.scenario.name, method.name if method else "")
-            if method is None or key in done:
-                continue
+            if method is None or key in done or board_study(claim.scenario, method, args.board) is not None:
+                continue  # a leaderboard row is run by benchmarks/leaderboard.py
             done.add(key)
             lb.run_method(args.out, claim.scenario, method, args)
     write_claims(args.write, args.out, args.board, claims, args)

@@ -63,3 +63,21 @@ def test_the_stability_gap_claim_reads_the_class_il_board(claims, tmp_path):
     assert rows["continual evaluation shows a transient drop at boundaries (replay)"].endswith("| reproduced |")
     assert "not reproduced" in rows["continual evaluation shows a transient drop at boundaries (ewc)"]
     assert rows["continual evaluation shows a transient drop at boundaries (lwf)"].endswith("| not run |")
+
+
+def test_a_claim_reads_the_leaderboards_runs_of_a_row_it_shares_and_runs_only_the_others(claims, tmp_path,
+                                                                                          monkeypatch):
+    board, out = tmp_path / "board", tmp_path / "claims"
+    fpf = next(c for c in claims.CLAIMS if c.method == "fpf" and not c.untestable)  # replay+fpf vs replay, class-IL
+    scenario = claims.lb.slug(fpf.scenario.name)
+    write_runs(board / scenario / "replay+fpf", [0.80, 0.82, 0.79, 0.81, 0.83])
+    write_runs(board / scenario / "replay", [0.70, 0.72, 0.69, 0.71, 0.73])
+    assert claims.claim_row(fpf, out, board).endswith("| reproduced |")
+    assert claims.claim_row(fpf, out).endswith("| not run |")  # without the board: its own (empty) folder
+
+    ran = []
+    monkeypatch.setattr(claims.lb, "run_method", lambda o, scenario, method, args: ran.append((o, method.name)))
+    rnn = next(c for c in claims.CLAIMS if c.treatment is not None and c.treatment.name == "hypernet_rnn")
+    args = claims.parse_args(["--out", str(out), "--board", str(board), "--write", str(tmp_path / "claims.md")])
+    claims.build(args, [fpf, rnn])
+    assert ran == [(out, "hypernet_rnn")]  # hypernet (the control) and both FPF rows are leaderboard rows
