@@ -20,9 +20,13 @@ $(STAMP): pyproject.toml Makefile
 run: setup
 	$(BIN)/clplat-train $(ARGS)
 
-# the default test run (CI runs this, then test-slurm); slow, notebook and SLURM tests are opt-in
+# the default test run (CI runs this, then test-slurm); slow, notebook and SLURM tests are opt-in.
+# pytest-xdist runs it on TEST_WORKERS processes, each test module on one worker (its module
+# fixtures are built once); TEST_WORKERS=0 runs it in this process
+TEST_WORKERS ?= 2
 test: setup
-	$(BIN)/python -m pytest -q -m "not slow and not notebooks and not gpu and not slurm" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -m "not slow and not notebooks and not gpu and not slurm" \
+		-n $(TEST_WORKERS) --dist loadscope $(PYTEST_ARGS)
 
 # launcher=slurm against a real single-node cluster on this machine (root: installs and starts it)
 test-slurm: setup
