@@ -27,7 +27,7 @@ from clplat.errors import ConfigError, check_int
 from clplat.stream import Experience, Stream
 from clplat.strategy import Batch, Strategy, seeded_generator
 
-from .common import named_trainable, random_subset
+from .parts.common import named_trainable, random_subset
 
 
 def project(grad: Tensor, reference: Tensor) -> Tensor:

@@ -29,7 +29,7 @@ from clplat.errors import check_float, check_int
 from clplat.stream import Stream
 from clplat.strategy import Batch, Strategy, seeded_generator
 
-from .common import finite_mse
+from .parts.common import finite_mse
 
 
 class DER(Strategy):

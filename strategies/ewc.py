@@ -10,7 +10,7 @@
 Penalty (both): ``lambda * sum_k sum_i F_k,i (theta_i - theta*_k,i)^2`` added to the
 cross-entropy. This is mammoth's form (no 1/2), so our ``lambda`` equals Kirkpatrick's lambda/2 and
 mammoth's ``e_lambda``. The Fisher is mammoth's confidence-weighted per-sample estimate, averaged
-over the samples (``strategies/fisher.py``).
+over the samples (``strategies/parts/fisher.py``).
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from clplat.errors import check_choice, check_float, check_int
 from clplat.stream import Experience
 from clplat.strategy import Batch, Strategy, seeded_generator, tensor_nbytes
 
-from .common import named_trainable, snapshot, to_device
-from .fisher import diagonal_fisher
+from .parts.common import named_trainable, snapshot, to_device
+from .parts.fisher import diagonal_fisher
 
 MODES = ("separate", "online")
 

@@ -54,7 +54,7 @@ from clplat.errors import ConfigError, check_choice, check_float, check_int
 from clplat.stream import Experience, Stream
 from clplat.strategy import Batch, Plugin, Strategy, seeded_generator, tensor_nbytes
 
-from .common import finite_mse, manual_steps, sample_buffer, snapshot
+from .parts.common import finite_mse, manual_steps, sample_buffer, snapshot
 
 if TYPE_CHECKING:
     from clplat.module import ContinualModule

@@ -46,7 +46,7 @@ from clplat.errors import ConfigError, check_choice, check_float, check_int
 from clplat.stream import Experience, Scenario, Stream
 from clplat.strategy import Batch, Strategy, seeded_generator, tensor_nbytes
 
-from .hypernetworks import BODY_INITS, KINDS, RNNHypernet, TargetSpec, build_hypernet
+from .parts.hypernetworks import BODY_INITS, KINDS, RNNHypernet, TargetSpec, build_hypernet
 
 INFERENCE = ("auto", "given", "entropy")
 #: classes outside the task chosen by entropy get this log-probability: finite, so the

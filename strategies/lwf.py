@@ -39,7 +39,7 @@ from clplat.heads import MultiHead
 from clplat.stream import Experience
 from clplat.strategy import Batch, Strategy, seeded_generator, tensor_nbytes
 
-from .common import epoch_batches, manual_steps
+from .parts.common import epoch_batches, manual_steps
 
 
 def distillation(old_logits: Tensor, new_logits: Tensor, temperature: float) -> Tensor:

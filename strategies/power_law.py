@@ -6,7 +6,7 @@ Power-Law Learning Environments" (arXiv:2401.10393 v1: domain-incremental permut
 Environments": class-incremental splits, power-law and exponential schedules, combination with LwF).
 
 Past tasks are rehearsed with a probability that decays as a power of the time since each was
-last seen (``strategies/rehearsal_schedule.py``), the statistics of natural environments (Anderson
+last seen (``clplat/rehearsal_schedule.py``), the statistics of natural environments (Anderson
 & Schooler 1991), instead of uniformly.
 
 Defaults follow the public code for the paper's setting (``archana53/power-law-for-CI``,
@@ -37,8 +37,8 @@ from clplat.errors import check_choice, check_float, check_int
 from clplat.stream import Experience, SequenceData, Stream
 from clplat.strategy import Batch, Strategy, seeded_generator, tensor_nbytes
 
-from .common import epoch_batches, manual_steps, named_trainable
-from .rehearsal_schedule import RecencyClock, check_schedule, plan_rehearsal
+from .parts.common import epoch_batches, manual_steps, named_trainable
+from clplat.rehearsal_schedule import RecencyClock, check_schedule, plan_rehearsal
 
 WHEN = ("interleaved", "after_task")
 

@@ -15,7 +15,7 @@ paper's "refresh"). Per parameter tensor ``p``, as in the authors' code::
     p <- p + c_p * (1 / (1 + damping * F)) * v
 
 and then the base strategy *relearns* with its ordinary step at the perturbed parameters. ``F``
-is the diagonal Fisher of the last task (``strategies/fisher.py``), re-estimated at every task
+is the diagonal Fisher of the last task (``strategies/parts/fisher.py``), re-estimated at every task
 boundary as ``F <- fisher_decay * F + F_new``. Before the first boundary ``F = 0``.
 
 **How large the step is** (``scale``). The authors use ``c_p = delta = 1e-5`` (``scale:
@@ -55,8 +55,8 @@ from clplat.errors import check_choice, check_float, check_int
 from clplat.stream import Experience
 from clplat.strategy import Batch, Plugin, seeded_generator, tensor_nbytes
 
-from .common import named_trainable, to_device, zeros_like_params
-from .fisher import diagonal_fisher
+from .parts.common import named_trainable, to_device, zeros_like_params
+from .parts.fisher import diagonal_fisher
 
 EPS = 1e-20
 SCALES = ("optimizer_step", "weight_norm")

@@ -34,8 +34,8 @@ from clplat.errors import ConfigError, check_choice, check_float, check_int
 from clplat.stream import Experience, Scenario, SequenceData, Stream
 from clplat.strategy import Batch, Strategy, seeded_generator
 
-from .sharp_memory import ActivationMemory, RepresentationMemory, knn_log_probs, supcon_loss
-from .sparse import Connection, UnitVector, drop_and_grow, expand_rows, random_mask, select_units, unit_map
+from .parts.sharp_memory import ActivationMemory, RepresentationMemory, knn_log_probs, supcon_loss
+from .parts.sparse import Connection, UnitVector, drop_and_grow, expand_rows, random_mask, select_units, unit_map
 
 LOSSES = ("supcon", "ce")
 #: how a unit's activity is measured for selection (``_unit_activity``)

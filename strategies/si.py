@@ -27,7 +27,7 @@ from clplat.errors import ConfigError, check_float
 from clplat.stream import Experience, Stream
 from clplat.strategy import Batch, Strategy, tensor_nbytes
 
-from .common import named_trainable, snapshot, to_device, zeros_like_params
+from .parts.common import named_trainable, snapshot, to_device, zeros_like_params
 
 
 class SI(Strategy):

@@ -8,7 +8,7 @@ alone) trains in it and nothing limits how much of a past task can come back.
 
 Experience ``k`` is permutation ``k`` of the source (as in ``clplat.streams.permuted``) plus
 ``rehearsal_size`` samples of earlier permutations, ``Multinomial(rehearsal_size, p)`` per earlier
-task with ``p`` from ``clplat.strategies.rehearsal_schedule`` (power law, exponential or uniform in the age
+task with ``p`` from ``clplat.rehearsal_schedule`` (power law, exponential or uniform in the age
 ``k - last_seen``), drawn from that task's **whole** training set. Rehearsed samples keep their own
 task id (the evaluator and multi-heads rely on it); test data are the current permutation's only.
 The revisit counts are recorded in ``Stream.metadata["revisits"]``.
@@ -22,7 +22,7 @@ import torch
 
 from clplat.errors import check_choice, check_int
 from clplat.stream import Experience, SequenceData, Stream
-from clplat.strategies.rehearsal_schedule import RecencyClock, check_schedule, plan_rehearsal
+from clplat.rehearsal_schedule import RecencyClock, check_schedule, plan_rehearsal
 
 from .permuted import permuted_stream
 from .sources.base import SourceData

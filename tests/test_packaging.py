@@ -130,3 +130,37 @@ def test_a_source_checkout_resolves_the_packaged_names_to_its_folders():
     assert Path(clplat.streams.sources.__file__) == ROOT / "streams" / "sources" / "__init__.py"
     assert clplat.config_dir() == ROOT / "conf"
     assert importlib.util.find_spec("clplat.tests") is None  # only the two mapped folders
+
+
+def _imported_modules(path: Path) -> set[str]:
+    import ast
+
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def test_layers_import_downwards_only():
+    """The core imports neither methods nor streams, and no stream imports a method: Hydra's
+    ``_target_`` wires them together (docs/architecture.md, Layout)."""
+    def offenders(folder: str, forbidden: tuple[str, ...]) -> list[str]:
+        return sorted(f"{path.relative_to(ROOT)}: {name}" for path in (ROOT / folder).rglob("*.py")
+                      for name in _imported_modules(path) if name.startswith(forbidden))
+
+    assert offenders("clplat", ("clplat.strategies", "clplat.streams", "strategies", "streams")) == []
+    assert offenders("streams", ("clplat.strategies", "strategies")) == []
+    # strategies/ holds the methods, one module each; what they are built from is in strategies/parts/
+    assert {p.stem for p in (ROOT / "strategies").glob("*.py")} - {"__init__"} == _method_modules()
+    assert offenders("strategies/parts", tuple(f"clplat.strategies.{m}" for m in _method_modules())) == []
+
+
+def _method_modules() -> set[str]:
+    """The modules that configs name as a strategy or plugin."""
+    import re
+
+    return {m for group in ("strategy", "plugin") for path in (ROOT / "conf" / group).glob("*.yaml")
+            for m in re.findall(r"_target_: clplat\.strategies\.(\w+)\.", path.read_text())}

@@ -17,7 +17,7 @@ from clplat.heads import SingleHead, build_head
 from clplat.module import ContinualModule
 from clplat.strategy import Strategy
 from clplat.strategies.hypernet import Hypernet, lookahead_delta, lowest_entropy
-from clplat.strategies.hypernetworks import ChunkedMLPHypernet, RNNHypernet, TargetSpec, mip_encode
+from clplat.strategies.parts.hypernetworks import ChunkedMLPHypernet, RNNHypernet, TargetSpec, mip_encode
 from clplat.strategies.naive import Naive
 from tests.conftest import TINY, compose_config
 from tests.helpers import assert_resume_matches_uninterrupted, preflight_error, run_cli

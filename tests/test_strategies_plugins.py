@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from clplat.errors import ConfigError
 from clplat.experiment import build_module, build_strategy, build_stream
 from clplat.strategy import compose
-from clplat.strategies.common import snapshot
+from clplat.strategies.parts.common import snapshot
 from clplat.strategies.der import DER
 from clplat.strategies.fpf import FPF, KFPF, Sensitivity, resolve_modules, trigger_steps
 from clplat.strategies.naive import Naive

@@ -12,9 +12,9 @@ from clplat.heads import MultiHead
 from clplat.module import ContinualModule
 from clplat.stream import Experience, Scenario, Stream
 from clplat.strategies.agem import AGEM, project
-from clplat.strategies.common import named_trainable, snapshot
+from clplat.strategies.parts.common import named_trainable, snapshot
 from clplat.strategies.ewc import EWC
-from clplat.strategies.fisher import diagonal_fisher
+from clplat.strategies.parts.fisher import diagonal_fisher
 from clplat.strategies.lwf import LwF, distillation
 from clplat.strategies.si import SI
 from tests.test_strategies import toy_stream, wire

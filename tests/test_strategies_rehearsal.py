@@ -12,10 +12,10 @@ from clplat.buffers import ReplayBuffer
 from clplat.errors import ConfigError
 from clplat.experiment import build_strategy
 from clplat.stream import Scenario
-from clplat.strategies.common import finite_mse, snapshot
+from clplat.strategies.parts.common import finite_mse, snapshot
 from clplat.strategies.der import DER
 from clplat.strategies.power_law import PowerLawRehearsal, draw_from_pool
-from clplat.strategies.rehearsal_schedule import RecencyClock, plan_rehearsal, revisit_probabilities, sample_counts
+from clplat.rehearsal_schedule import RecencyClock, plan_rehearsal, revisit_probabilities, sample_counts
 from clplat.streams.power_law_env import power_law_permuted_stream
 from clplat.streams.sources.base import SourceData
 from tests.conftest import compose_config

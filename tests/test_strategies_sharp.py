@@ -13,8 +13,8 @@ from clplat.experiment import build_backbone, build_strategy, build_stream, run_
 from clplat.heads import build_head
 from clplat.module import ContinualModule
 from clplat.strategies.sharp import SHARP, selection_percent
-from clplat.strategies.sharp_memory import RepresentationMemory, dequantize, knn_log_probs, quantize, supcon_loss
-from clplat.strategies.sparse import drop_and_grow, expand_rows, random_mask, select_units
+from clplat.strategies.parts.sharp_memory import RepresentationMemory, dequantize, knn_log_probs, quantize, supcon_loss
+from clplat.strategies.parts.sparse import drop_and_grow, expand_rows, random_mask, select_units
 from tests.conftest import TINY, compose_config
 from tests.helpers import assert_resume_matches_uninterrupted, run_cli
 
