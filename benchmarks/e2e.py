@@ -62,7 +62,7 @@ from clplat.backbones import GRUBackbone  # noqa: E402
 from clplat.buffers import ReplayBuffer  # noqa: E402
 from clplat.heads import SingleHead  # noqa: E402
 from clplat.stream import Stream  # noqa: E402
-from clplat.strategy import seeded_generator  # noqa: E402
+from clplat.seeds import SeedStream, seeded_generator  # noqa: E402
 
 BATCH = 64
 LR = 0.003
@@ -103,7 +103,7 @@ class Model(nn.Module):
 
 def eval_subsets(stream: Stream, subset: int, seed: int) -> list[torch.Tensor]:
     """The fixed test indices of every task, drawn as clplat's evaluator draws them."""
-    return [torch.randperm(len(exp.test), generator=seeded_generator(seed, 7919, exp.index))[:subset].sort().values
+    return [torch.randperm(len(exp.test), generator=seeded_generator(seed, SeedStream.EVAL_SUBSET, exp.index))[:subset].sort().values
             for exp in stream]
 
 
@@ -143,7 +143,7 @@ def run_minimal(cfg, hidden: int, every: int, strategy: str, epochs: int, subset
     stream = build_stream(cfg)
     subsets = eval_subsets(stream, subset, seed)
     model = Model(stream, hidden, cfg.backbone.implementation)
-    buffer = ReplayBuffer(BUFFER, generator=seeded_generator(seed, 1)) if strategy == "replay" else None
+    buffer = ReplayBuffer(BUFFER, generator=seeded_generator(seed, SeedStream.BUFFER)) if strategy == "replay" else None
     x_eval = torch.cat([exp.test.x[idx] for exp, idx in zip(stream, subsets)])
     y_eval = torch.cat([exp.test.y[idx] for exp, idx in zip(stream, subsets)])
     sizes = torch.tensor([len(idx) for idx in subsets])
@@ -172,7 +172,7 @@ def run_minimal(cfg, hidden: int, every: int, strategy: str, epochs: int, subset
     for exp in stream:
         optimizer = torch.optim.Adam(model.parameters(), lr=LR)
         x, y, t = exp.train.x, exp.train.y, exp.train.task
-        gen = seeded_generator(seed, 104729, exp.index)
+        gen = seeded_generator(seed, SeedStream.TRAIN_BATCHES, exp.index)
         for _ in range(epochs):
             order = torch.randperm(len(x), generator=gen)
             for index in order.split(BATCH):

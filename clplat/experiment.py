@@ -51,8 +51,9 @@ from clplat.module import ContinualModule
 from clplat.progress import StreamProgress
 from clplat.search_space import without_search_space
 from clplat.stream import Stream, hold_out_validation
-from clplat.strategy import Plugin, Strategy, compose, seeded_generator
+from clplat.strategy import Plugin, Strategy, compose
 from clplat.strategy_hooks import StrategyHooks
+from clplat.seeds import SeedStream, seeded_generator
 
 RESULT_FILES = ("metrics.csv", "summary.json", "accuracy_matrix.csv", "config.yaml")
 
@@ -426,7 +427,7 @@ def _train_experience(trainer: L.Trainer, module: ContinualModule, strategy: Str
     if data is not None and len(data) > 0:
         iters = experience_iterations(len(data), tcfg, online, strategy.budget_scale(exp))
     if iters > 0:
-        loader = ExperienceLoader(data, batch_size, iters, seeded_generator(seed, 104729, exp.index),
+        loader = ExperienceLoader(data, batch_size, iters, seeded_generator(seed, SeedStream.TRAIN_BATCHES, exp.index),
                                   rank=trainer.global_rank, world_size=trainer.world_size)
         trainer.fit_loop.max_epochs = trainer.current_epoch + 1
         with warnings.catch_warnings():

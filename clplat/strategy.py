@@ -396,10 +396,3 @@ def compose(base: Strategy, plugins: Sequence[Plugin]) -> Strategy:
     if isinstance(base, Plugin):
         raise ConfigError("strategy", base.name, "is a plugin; use it as plugin=[...] on top of a strategy")
     return ComposedStrategy(base, plugins) if plugins else base
-
-
-def seeded_generator(seed: int, *salt: int) -> torch.Generator:
-    """A CPU generator for a strategy's own randomness, independent of the global RNG stream."""
-    g = torch.Generator()
-    g.manual_seed(hash((seed, *salt)) & 0x7FFF_FFFF_FFFF_FFFF)
-    return g

@@ -25,7 +25,8 @@ from torch import Tensor
 from clplat.buffers import ReplayBuffer, sample_nbytes, samples_for_budget
 from clplat.errors import ConfigError, check_int
 from clplat.stream import Experience, Stream
-from clplat.strategy import Batch, Strategy, seeded_generator
+from clplat.strategy import Batch, Strategy
+from clplat.seeds import SeedStream, seeded_generator
 
 from .parts.common import named_trainable, random_subset
 
@@ -50,9 +51,9 @@ class AGEM(Strategy):
         check_int("strategy.memory_bytes", memory_bytes, 1, allow_none=True)
         self.memory_bytes, self.seed = memory_bytes, seed
         check_int("strategy.replay_batch_size", replay_batch_size, 1, allow_none=True)
-        self.buffer = ReplayBuffer(buffer_size, "reservoir", seeded_generator(seed, 1))
+        self.buffer = ReplayBuffer(buffer_size, "reservoir", seeded_generator(seed, SeedStream.BUFFER))
         self.replay_batch_size = replay_batch_size
-        self.generator = seeded_generator(seed, 17)
+        self.generator = seeded_generator(seed, SeedStream.AGEM)
         self._reference: Tensor | None = None
         self.projections = 0
         self.steps = 0
@@ -61,7 +62,7 @@ class AGEM(Strategy):
         super().setup(module, stream)
         if self.memory_bytes is not None:  # the buffer holds as many samples as fit
             size = samples_for_budget("strategy.memory_bytes", self.memory_bytes, sample_nbytes(stream))
-            self.buffer = ReplayBuffer(size, "reservoir", seeded_generator(self.seed, 1))
+            self.buffer = ReplayBuffer(size, "reservoir", seeded_generator(self.seed, SeedStream.BUFFER))
         if self.buffer.capacity < len(stream):
             raise ConfigError("strategy.buffer_size", self.buffer.capacity,
                               f"A-GEM keeps buffer_size // {len(stream)} samples per task; needs at least {len(stream)}")

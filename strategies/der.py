@@ -27,7 +27,8 @@ from torch import Tensor
 from clplat.buffers import ReplayBuffer, sample_nbytes, samples_for_budget
 from clplat.errors import check_float, check_int
 from clplat.stream import Stream
-from clplat.strategy import Batch, Strategy, seeded_generator
+from clplat.strategy import Batch, Strategy
+from clplat.seeds import SeedStream, seeded_generator
 
 from .parts.common import finite_mse
 
@@ -50,7 +51,7 @@ class DER(Strategy):
         check_int("strategy.replay_batch_size", replay_batch_size, 1, allow_none=True)
         self.alpha, self.beta = float(alpha), float(beta)
         self.replay_batch_size = replay_batch_size
-        self.buffer = ReplayBuffer(buffer_size, "reservoir", seeded_generator(seed, 1))
+        self.buffer = ReplayBuffer(buffer_size, "reservoir", seeded_generator(seed, SeedStream.BUFFER))
         self.name = "derpp" if self.beta > 0 else "der"
         self._logits: Tensor | None = None
 
@@ -59,7 +60,7 @@ class DER(Strategy):
         super().setup(module, stream)
         if self.memory_bytes is not None:
             size = samples_for_budget("strategy.memory_bytes", self.memory_bytes, sample_nbytes(stream, logits=True))
-            self.buffer = ReplayBuffer(size, "reservoir", seeded_generator(self.seed, 1))
+            self.buffer = ReplayBuffer(size, "reservoir", seeded_generator(self.seed, SeedStream.BUFFER))
 
     def training_step(self, batch: Batch) -> Tensor:
         x, y, task = batch

@@ -22,7 +22,8 @@ from torch import Tensor
 
 from clplat.errors import check_choice, check_float, check_int
 from clplat.stream import Experience
-from clplat.strategy import Batch, Strategy, seeded_generator, tensor_nbytes
+from clplat.strategy import Batch, Strategy, tensor_nbytes
+from clplat.seeds import SeedStream, seeded_generator
 
 from .parts.common import named_trainable, snapshot, to_device
 from .parts.fisher import diagonal_fisher
@@ -45,7 +46,7 @@ class EWC(Strategy):
         self.ewc_lambda, self.mode, self.gamma = float(ewc_lambda), mode, float(gamma)
         self.fisher_samples = fisher_samples
         self.name = "ewc" if mode == "separate" else "ewc_online"
-        self.generator = seeded_generator(seed, 11)
+        self.generator = seeded_generator(seed, SeedStream.EWC)
         # separate: one (Fisher, anchor) per past task; online: at most one pair
         self.fishers: list[dict[str, Tensor]] = []
         self.anchors: list[dict[str, Tensor]] = []

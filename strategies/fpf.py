@@ -52,7 +52,8 @@ from torch import Tensor, nn
 from clplat.buffers import ReplayBuffer, sample_nbytes, samples_for_budget
 from clplat.errors import ConfigError, check_choice, check_float, check_int
 from clplat.stream import Experience, Stream
-from clplat.strategy import Batch, Plugin, Strategy, seeded_generator, tensor_nbytes
+from clplat.strategy import Batch, Plugin, Strategy, tensor_nbytes
+from clplat.seeds import SeedStream, seeded_generator
 
 from .parts.common import finite_mse, manual_steps, sample_buffer, snapshot
 
@@ -180,7 +181,7 @@ class FineTuner:
         self.prefix, self.modules, self.top_k = prefix, modules, top_k
         self.iterations, self.lr, self.batch_size = iterations, float(lr), batch_size
         self.loss, self.kd_alpha = loss, float(kd_alpha)
-        self.generator = seeded_generator(seed, 31)
+        self.generator = seeded_generator(seed, SeedStream.FPF)
         self.sensitivity = Sensitivity()
         self.steps = 0
         self.seconds = 0.0
@@ -274,7 +275,7 @@ class FPF(Plugin):
         self.buffer_size = buffer_size
         self.buffer: ReplayBuffer | None = None  # own buffer, when the base has none to reuse
         self.base_buffer: ReplayBuffer | None = None
-        self.buffer_generator = seeded_generator(seed, 37)
+        self.buffer_generator = seeded_generator(seed, SeedStream.FPF_BUFFER)
         self.stream_steps = 0
         self.stream_samples = 0
 
@@ -358,7 +359,7 @@ class KFPF(Strategy):
         check_int("strategy.every_n_steps", every_n_steps, 1, allow_none=True)
         self.tuner = FineTuner("strategy", modules, top_k, iterations, lr, batch_size, loss, kd_alpha, seed)
         self.k, self.every_n_steps = k, every_n_steps
-        self.buffer = ReplayBuffer(buffer_size, "reservoir", seeded_generator(seed, 1))
+        self.buffer = ReplayBuffer(buffer_size, "reservoir", seeded_generator(seed, SeedStream.BUFFER))
         self.name = f"kfpf_{loss}"
         self.stores_logits = loss == "kd"
         self.steps = 0
@@ -375,7 +376,7 @@ class KFPF(Strategy):
         if self.memory_bytes is not None:  # the buffer holds as many samples (with logits for kd) as fit
             size = samples_for_budget("strategy.memory_bytes", self.memory_bytes,
                                       sample_nbytes(stream, logits=self.stores_logits))
-            self.buffer = ReplayBuffer(size, "reservoir", seeded_generator(self.seed, 1))
+            self.buffer = ReplayBuffer(size, "reservoir", seeded_generator(self.seed, SeedStream.BUFFER))
 
     def _triggers_at(self, step: int) -> bool:
         """Whether FPF runs after stream step ``step`` (1-based): every ``every_n_steps`` steps when

@@ -44,7 +44,8 @@ from torch.func import functional_call
 
 from clplat.errors import ConfigError, check_choice, check_float, check_int
 from clplat.stream import Experience, Scenario, Stream
-from clplat.strategy import Batch, Strategy, seeded_generator, tensor_nbytes
+from clplat.strategy import Batch, Strategy, tensor_nbytes
+from clplat.seeds import SeedStream, seeded_generator
 
 from .parts.hypernetworks import BODY_INITS, KINDS, RNNHypernet, TargetSpec, build_hypernet
 
@@ -158,7 +159,7 @@ class Hypernet(Strategy):
         self.emb_lr, self.init_from_previous, self.mip = float(emb_lr), init_from_previous, mip
         self.mip_encoding, self.output_scale = mip_encoding, float(output_scale)
         self.task_inference = task_inference
-        self.generator = seeded_generator(seed, 29)
+        self.generator = seeded_generator(seed, SeedStream.HYPERNET)
         self.hnet: nn.Module | None = None
         self.embeddings = nn.ParameterList()
         self.spec: TargetSpec | None = None

@@ -37,7 +37,8 @@ from torch import Tensor, nn
 from clplat.errors import check_float, check_int
 from clplat.heads import MultiHead
 from clplat.stream import Experience
-from clplat.strategy import Batch, Strategy, seeded_generator, tensor_nbytes
+from clplat.strategy import Batch, Strategy, tensor_nbytes
+from clplat.seeds import SeedStream, seeded_generator
 
 from .parts.common import epoch_batches, manual_steps
 
@@ -62,7 +63,7 @@ class LwF(Strategy):
         check_int("strategy.warmup_batch_size", warmup_batch_size, 1)
         self.alpha, self.temperature = float(alpha), float(temperature)
         self.warmup_epochs, self.warmup_batch_size = warmup_epochs, warmup_batch_size
-        self.generator = seeded_generator(seed, 13)
+        self.generator = seeded_generator(seed, SeedStream.LWF)
         self.teacher: nn.ModuleDict | None = None
         # (head task id or None for the batch's own ids, class indices) per distillation term
         self.groups: list[tuple[int | None, Tensor]] = []

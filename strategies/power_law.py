@@ -35,10 +35,11 @@ from torch import Tensor
 from clplat.buffers import sample_nbytes, samples_for_budget
 from clplat.errors import check_choice, check_float, check_int
 from clplat.stream import Experience, SequenceData, Stream
-from clplat.strategy import Batch, Strategy, seeded_generator, tensor_nbytes
+from clplat.strategy import Batch, Strategy, tensor_nbytes
 
 from .parts.common import epoch_batches, manual_steps, named_trainable
 from clplat.rehearsal_schedule import RecencyClock, check_schedule, plan_rehearsal
+from clplat.seeds import SeedStream, seeded_generator
 
 WHEN = ("interleaved", "after_task")
 
@@ -75,7 +76,7 @@ class PowerLawRehearsal(Strategy):
         self.rehearsal_fraction, self.buffer_size, self.when = float(rehearsal_fraction), buffer_size, when
         self.reset_recency, self.rehearsal_epochs, self.batch_size = reset_recency, rehearsal_epochs, batch_size
         self.name = "power_law" if schedule == "power_law" else f"power_law_{schedule}"
-        self.generator = seeded_generator(seed, 19)
+        self.generator = seeded_generator(seed, SeedStream.POWER_LAW)
         self.pools: dict[int, SequenceData] = {}
         self.clock = RecencyClock()
         self.revisits: list[dict[str, Any]] = []  # one entry per rehearsal: time and samples per task

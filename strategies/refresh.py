@@ -53,7 +53,8 @@ from torch import Tensor
 
 from clplat.errors import check_choice, check_float, check_int
 from clplat.stream import Experience
-from clplat.strategy import Batch, Plugin, seeded_generator, tensor_nbytes
+from clplat.strategy import Batch, Plugin, tensor_nbytes
+from clplat.seeds import SeedStream, seeded_generator
 
 from .parts.common import named_trainable, to_device, zeros_like_params
 from .parts.fisher import diagonal_fisher
@@ -83,8 +84,8 @@ class Refresh(Plugin):
         self.damping, self.noise_std = float(damping), float(noise_std)
         self.unlearn_steps, self.interval = unlearn_steps, interval
         self.fisher_decay, self.fisher_samples = float(fisher_decay), fisher_samples
-        self.generator = seeded_generator(seed, 23)  # noise
-        self.fisher_generator = seeded_generator(seed, 29)  # Fisher subsets
+        self.generator = seeded_generator(seed, SeedStream.REFRESH_NOISE)  # noise
+        self.fisher_generator = seeded_generator(seed, SeedStream.REFRESH_FISHER)  # Fisher subsets
         self.fisher: dict[str, Tensor] = {}
         self.unlearn_count = 0
         self.step_count = 0  # training steps seen (refresh on every interval-th)

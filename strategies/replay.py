@@ -16,7 +16,8 @@ from clplat.buffers import ReplayBuffer, sample_nbytes, samples_for_budget
 from clplat.distributed import split_count
 from clplat.errors import check_int
 from clplat.stream import Stream
-from clplat.strategy import Batch, Strategy, seeded_generator
+from clplat.strategy import Batch, Strategy
+from clplat.seeds import SeedStream, seeded_generator
 
 
 class Replay(Strategy):
@@ -37,7 +38,7 @@ class Replay(Strategy):
         check_int("strategy.buffer_size", buffer_size, 1)
         check_int("strategy.replay_batch_size", replay_batch_size, 1, allow_none=True)
         check_int("strategy.memory_bytes", memory_bytes, 1, allow_none=True)
-        self.buffer = ReplayBuffer(buffer_size, policy, seeded_generator(seed, 1))
+        self.buffer = ReplayBuffer(buffer_size, policy, seeded_generator(seed, SeedStream.BUFFER))
         self.replay_batch_size = replay_batch_size
         self.buffer_size, self.policy, self.seed = buffer_size, policy, seed
         self.memory_bytes = memory_bytes
@@ -60,11 +61,11 @@ class Replay(Strategy):
 
     def _build_buffer(self) -> None:
         if self.world_size == 1:
-            self.buffer = ReplayBuffer(self.buffer_size, self.policy, seeded_generator(self.seed, 1))
+            self.buffer = ReplayBuffer(self.buffer_size, self.policy, seeded_generator(self.seed, SeedStream.BUFFER))
             return
         capacity = split_count(self.buffer_size, self.rank, self.world_size)
         check_int("strategy.buffer_size", capacity, 1)  # fewer slots than ranks: say so, not a crash
-        self.buffer = ReplayBuffer(capacity, self.policy, seeded_generator(self.seed, 1, self.rank, self.world_size))
+        self.buffer = ReplayBuffer(capacity, self.policy, seeded_generator(self.seed, SeedStream.BUFFER, self.rank, self.world_size))
 
     def training_step(self, batch: Batch) -> Tensor:
         x, y, task = batch

@@ -32,7 +32,8 @@ from torch import Tensor
 
 from clplat.errors import ConfigError, check_choice, check_float, check_int
 from clplat.stream import Experience, Scenario, SequenceData, Stream
-from clplat.strategy import Batch, Strategy, seeded_generator
+from clplat.strategy import Batch, Strategy
+from clplat.seeds import SeedStream, seeded_generator
 
 from .parts.sharp_memory import ActivationMemory, RepresentationMemory, knn_log_probs, supcon_loss
 from .parts.sparse import Connection, UnitVector, drop_and_grow, expand_rows, random_mask, select_units, unit_map
@@ -93,8 +94,8 @@ class SHARP(Strategy):
         self.phases, self.min_activation_perc = phases, float(min_activation_perc)
         self.selection_samples, self.replay_batch_size = selection_samples, replay_batch_size
         self.reinit, self.memory_bytes = bool(reinit), memory_bytes
-        self.generator = seeded_generator(seed, 7)  # masks, regrowth, re-initialisation
-        self.sample_generator = seeded_generator(seed, 8)  # replay draws
+        self.generator = seeded_generator(seed, SeedStream.SHARP_MASKS)  # masks, regrowth, re-initialisation
+        self.sample_generator = seeded_generator(seed, SeedStream.SHARP_REPLAY)  # replay draws
         self.stm, self.ltm = ActivationMemory(), RepresentationMemory()
         self.connections: list[Connection] = []
         self.vectors: list[UnitVector] = []

@@ -49,10 +49,9 @@ from clplat.choices import SPLITS, TASK_SELECTIONS
 from clplat.distributed import all_reduce_sum, world
 from clplat.errors import ConfigError, check_choice, check_int
 from clplat.evaluation.results import Evaluation, ResultsStore
+from clplat.seeds import SeedStream, seeded_generator
 from clplat.stream import Stream
-from clplat.strategy import seeded_generator
 
-SUBSET_SALT = 7919  # separates the subset draws from every other generator seeded by the same number
 
 
 class ContinualEvaluator(Callback):
@@ -82,7 +81,7 @@ class ContinualEvaluator(Callback):
         for exp in stream:
             data = exp.evaluation_data(split)
             n = len(data)
-            generator = seeded_generator(subset_seed, SUBSET_SALT, exp.index)
+            generator = seeded_generator(subset_seed, SeedStream.EVAL_SUBSET, exp.index)
             index = torch.randperm(n, generator=generator)[: min(subset_size, n)]
             index = index.sort().values
             self.subset_indices.append(index.tolist())
