@@ -2,8 +2,9 @@
 
 Each commit is checked out into a temporary git worktree; every ``conf/strategy`` config (and
 each plugin on top of replay) runs there with the same small, fixed budget and seed, and the two
-``summary.json`` files are compared: the accuracy matrix entry by entry and the headline metrics.
-A row reads ``identical`` or names what differs by how much; a refactoring that should not
+runs are compared.
+The comparison is of every evaluation row (``metrics.csv``: correct counts and losses per task
+and step) and the headline metrics. A row reads ``identical`` or names what differs by how much; a refactoring that should not
 change results must print ``identical`` on every row (or each difference gets its reason).
 
     python benchmarks/same_results.py --before HEAD~3 --after HEAD
@@ -37,24 +38,31 @@ def methods(checkout: Path) -> dict[str, list[str]]:
     return found
 
 
-def run(checkout: Path, overrides: list[str], out: Path) -> dict | None:
+def run(checkout: Path, overrides: list[str], out: Path) -> Path | None:
     env = {**os.environ, "PYTHONPATH": str(checkout), "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
     result = subprocess.run([sys.executable, "-m", "clplat.train", *BUDGET, *overrides, f"hydra.run.dir={out}"],
                             cwd=checkout, env=env, capture_output=True, text=True)
-    summary = out / "summary.json"
-    return json.loads(summary.read_text()) if result.returncode == 0 and summary.is_file() else None
+    return out if result.returncode == 0 and (out / "summary.json").is_file() else None
 
 
-def compare(before: dict | None, after: dict | None) -> str:
+def compare(before: Path | None, after: Path | None) -> str:
+    """``identical`` when every evaluation row (correct counts and losses of every task at every
+    evaluated step) and the headline metrics agree; else what differs."""
+    import pandas as pd
+
     if before is None or after is None:
         return "failed on " + " and ".join(n for n, s in (("before", before), ("after", after)) if s is None)
     differences = []
-    a, b = before.get("accuracy_matrix"), after.get("accuracy_matrix")
-    if a != b:
-        worst = max((abs(x - y) for ra, rb in zip(a or [], b or []) for x, y in zip(ra, rb)), default=float("nan"))
-        differences.append(f"accuracy matrix (max |diff| {worst:.4f})")
-    differences += [f"{m} {before[m]:.4f} -> {after[m]:.4f}" for m in METRICS
-                    if m in before and m in after and before[m] != after[m]]
+    a, b = (pd.read_csv(run / "metrics.csv") for run in (before, after))
+    if a.shape != b.shape or not a.equals(b):
+        if a.shape == b.shape:
+            worst = (a["accuracy"] - b["accuracy"]).abs().max()
+            differences.append(f"evaluation rows differ (max |accuracy diff| {worst:.4f})")
+        else:
+            differences.append(f"evaluation rows {len(a)} -> {len(b)}")
+    sa, sb = (json.loads((run / "summary.json").read_text()) for run in (before, after))
+    differences += [f"{m} {sa[m]:.4f} -> {sb[m]:.4f}" for m in METRICS
+                    if isinstance(sa.get(m), float) and isinstance(sb.get(m), float) and sa[m] != sb[m]]
     return "identical" if not differences else "; ".join(differences)
 
 
