@@ -1,11 +1,11 @@
 """Does a refactoring change results? Every strategy and plugin run at one seed on two commits.
 
 Each commit is checked out into a temporary git worktree; every ``conf/strategy`` config (and
-each plugin on top of replay) runs there with the same small, fixed budget and seed, and the two
-runs are compared.
-The comparison is of every evaluation row (``metrics.csv``: correct counts and losses per task
-and step) and the headline metrics. A row reads ``identical`` or names what differs by how much; a refactoring that should not
-change results must print ``identical`` on every row (or each difference gets its reason).
+each plugin on top of replay) runs there with the same small, fixed budget and seed. The two runs
+are compared on every evaluation row (``metrics.csv``: correct counts and losses per task and
+step) and on the headline metrics. A row reads ``identical`` or names what differs by how much;
+a refactoring that should not change results prints ``identical`` on every row (or each
+difference gets its reason).
 
     python benchmarks/same_results.py --before HEAD~3 --after HEAD
     python benchmarks/same_results.py --before main --after HEAD --only replay ewc

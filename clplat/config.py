@@ -11,7 +11,7 @@ their constructors with the same ``ConfigError``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Any, Optional
+from typing import Any, Dict, Optional
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -40,6 +40,7 @@ class TrainerSchema:
     log_every_n_steps: int = 10
     enable_progress_bar: bool = False
     checkpoint: bool = True
+    lightning: Dict[str, Any] = field(default_factory=dict)  # clplat/trainer_options.py
 
 
 @dataclass

@@ -53,6 +53,7 @@ from clplat.search_space import without_search_space
 from clplat.stream import Stream, hold_out_validation
 from clplat.strategy import Plugin, Strategy, compose
 from clplat.strategy_hooks import StrategyHooks
+from clplat.trainer_options import build_callbacks, lightning_options
 from clplat.seeds import SeedStream, seeded_generator
 
 RESULT_FILES = ("metrics.csv", "summary.json", "accuracy_matrix.csv", "config.yaml")
@@ -273,16 +274,19 @@ def run_experiment(cfg: DictConfig, resume: bool = False) -> RunResult:
     run_name = "_".join(filter(None, [choices.get("stream"), choices.get("backbone"), choices.get("strategy")])) or run_dir.name
     loggers = guarded_loggers(lambda: build_loggers(cfg.logger, run_dir, run_name, config)) if rank == 0 else []
     tcfg = cfg.trainer
-    trainer = L.Trainer(
-        accelerator=tcfg.accelerator, devices=tcfg.devices, strategy=lightning_strategy(tcfg),
-        precision=tcfg.precision, use_distributed_sampler=False,
-        gradient_clip_val=tcfg.gradient_clip_val, deterministic=tcfg.deterministic,
-        logger=loggers or False, callbacks=[StrategyHooks(), evaluator, progress],  # strategy hooks first
-        log_every_n_steps=tcfg.log_every_n_steps,
-        enable_progress_bar=tcfg.enable_progress_bar, enable_model_summary=False,
-        enable_checkpointing=False, num_sanity_val_steps=0, limit_val_batches=0,
-        max_epochs=0, default_root_dir=str(run_dir),
-    )
+    trainer = L.Trainer(**{
+        "accelerator": tcfg.accelerator, "devices": tcfg.devices, "strategy": lightning_strategy(tcfg),
+        "precision": tcfg.precision, "use_distributed_sampler": False,
+        "gradient_clip_val": tcfg.gradient_clip_val, "deterministic": tcfg.deterministic,
+        "logger": loggers or False,
+        # the strategy hooks first, the user's callbacks after clplat's own
+        "callbacks": [StrategyHooks(), evaluator, progress, *build_callbacks(cfg.get("callbacks"))],
+        "log_every_n_steps": tcfg.log_every_n_steps,
+        "enable_progress_bar": tcfg.enable_progress_bar, "enable_model_summary": False,
+        "enable_checkpointing": False, "num_sanity_val_steps": 0, "limit_val_batches": 0,
+        "max_epochs": 0, "default_root_dir": str(run_dir),
+        **lightning_options(tcfg.get("lightning")),
+    })
     if (trainer.global_rank, trainer.world_size) != (rank, world_size):
         raise RuntimeError(f"process is rank {trainer.global_rank} of {trainer.world_size} for Lightning, "
                            f"rank {rank} of {world_size} for clplat (LOCAL_RANK set by hand?)")
