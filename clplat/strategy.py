@@ -109,6 +109,10 @@ class Strategy:
     #: batch (see docs/reliability.md); False refuses ``trainer.devices > 1`` at start-up. A method
     #: whose state depends on the data it saw must keep that state per rank (``distribute``).
     supports_ddp: bool = False
+    #: whether ``self.buffer`` is a replay buffer others may draw from (clplat.rehearsal.RehearsalStrategy)
+    provides_buffer: bool = False
+    #: whether that buffer keeps each sample's logits (DER, k-FPF with distillation)
+    stores_logits: bool = False
 
     def __init__(self) -> None:
         self._module: ContinualModule | None = None

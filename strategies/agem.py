@@ -22,11 +22,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from clplat.buffers import ReplayBuffer, sample_nbytes, samples_for_budget
-from clplat.errors import ConfigError, check_int
-from clplat.stream import Experience, Stream
-from clplat.strategy import Batch, Strategy
+from clplat.errors import ConfigError
+from clplat.rehearsal import RehearsalStrategy
 from clplat.seeds import SeedStream, seeded_generator
+from clplat.stream import Experience, Stream
+from clplat.strategy import Batch
 
 from .parts.common import named_trainable, random_subset
 
@@ -39,20 +39,16 @@ def project(grad: Tensor, reference: Tensor) -> Tensor:
     return grad - dot / torch.dot(reference, reference).clamp_min(1e-12) * reference
 
 
-class AGEM(Strategy):
+class AGEM(RehearsalStrategy):
     """Stream-loss steps whose gradient never points against a memory minibatch's gradient."""
 
     name = "agem"
+    # not under DDP: each rank would project the all-reduced gradient against its own memory
+    # batch's reference, and the ranks' weights would drift apart
 
     def __init__(self, buffer_size: int = 500, replay_batch_size: int | None = None,
                  memory_bytes: int | None = None, seed: int = 0):
-        super().__init__()
-        check_int("strategy.buffer_size", buffer_size, 1)
-        check_int("strategy.memory_bytes", memory_bytes, 1, allow_none=True)
-        self.memory_bytes, self.seed = memory_bytes, seed
-        check_int("strategy.replay_batch_size", replay_batch_size, 1, allow_none=True)
-        self.buffer = ReplayBuffer(buffer_size, "reservoir", seeded_generator(seed, SeedStream.BUFFER))
-        self.replay_batch_size = replay_batch_size
+        super().__init__(buffer_size, memory_bytes, seed, "reservoir", replay_batch_size)
         self.generator = seeded_generator(seed, SeedStream.AGEM)
         self._reference: Tensor | None = None
         self.projections = 0
@@ -60,9 +56,6 @@ class AGEM(Strategy):
 
     def setup(self, module, stream: Stream) -> None:
         super().setup(module, stream)
-        if self.memory_bytes is not None:  # the buffer holds as many samples as fit
-            size = samples_for_budget("strategy.memory_bytes", self.memory_bytes, sample_nbytes(stream))
-            self.buffer = ReplayBuffer(size, "reservoir", seeded_generator(self.seed, SeedStream.BUFFER))
         if self.buffer.capacity < len(stream):
             raise ConfigError("strategy.buffer_size", self.buffer.capacity,
                               f"A-GEM keeps buffer_size // {len(stream)} samples per task; needs at least {len(stream)}")
@@ -103,16 +96,13 @@ class AGEM(Strategy):
         self.buffer.add(data.x, data.y, data.task)
 
     def summary(self) -> dict[str, Any]:
-        return {"buffer_size": len(self.buffer), "agem_projected_fraction": self.projections / max(self.steps, 1)}
-
-    def memory_parts(self) -> dict[str, int]:
-        return self.buffer.nbytes_by_part()
+        return {**super().summary(), "agem_projected_fraction": self.projections / max(self.steps, 1)}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"buffer": self.buffer.state_dict(), "generator": self.generator.get_state(),
+        return {**super().state_dict(), "generator": self.generator.get_state(),
                 "projections": self.projections, "steps": self.steps}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.buffer.load_state_dict(state["buffer"])
+        super().load_state_dict(state)
         self.generator.set_state(state["generator"])
         self.projections, self.steps = int(state["projections"]), int(state["steps"])

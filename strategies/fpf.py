@@ -51,8 +51,9 @@ from torch import Tensor, nn
 
 from clplat.buffers import ReplayBuffer, sample_nbytes, samples_for_budget
 from clplat.errors import ConfigError, check_choice, check_float, check_int
+from clplat.rehearsal import RehearsalStrategy
 from clplat.stream import Experience, Stream
-from clplat.strategy import Batch, Plugin, Strategy, tensor_nbytes
+from clplat.strategy import Batch, Plugin, tensor_nbytes
 from clplat.seeds import SeedStream, seeded_generator
 
 from .parts.common import finite_mse, manual_steps, sample_buffer, snapshot
@@ -283,10 +284,9 @@ class FPF(Plugin):
         super().setup(module, stream)
         self.tuner.check(module)
         base = getattr(module.strategy, "base", None)
-        candidate = getattr(base, "buffer", None)
-        usable = isinstance(candidate, ReplayBuffer) and (self.tuner.loss == "ce" or getattr(base, "stores_logits", False))
+        usable = getattr(base, "provides_buffer", False) and (self.tuner.loss == "ce" or base.stores_logits)
         if usable:
-            self.base_buffer, self.buffer = candidate, None
+            self.base_buffer, self.buffer = base.buffer, None
         else:
             self.base_buffer = None
             if self.memory_bytes is not None:  # own buffer: as many samples as fit
@@ -342,7 +342,7 @@ def trigger_steps(total_steps: int, k: int) -> list[int]:
     return sorted({(2 * j * total_steps + k) // (2 * k) for j in range(1, k + 1)} - {0})
 
 
-class KFPF(Strategy):
+class KFPF(RehearsalStrategy):
     """k-FPF: replay-free SGD on the stream, FPF on the reservoir buffer ``k`` times."""
 
     name = "kfpf"
@@ -351,15 +351,11 @@ class KFPF(Strategy):
                  modules: Sequence[str] | str = DEFAULT_MODULES, top_k: int = 3, iterations: int = 20,
                  lr: float = 0.05, batch_size: int = 32, loss: str = "ce", kd_alpha: float = 1.0,
                  memory_bytes: int | None = None, seed: int = 0):
-        super().__init__()
-        check_int("strategy.buffer_size", buffer_size, 1)
-        check_int("strategy.memory_bytes", memory_bytes, 1, allow_none=True)
-        self.memory_bytes, self.seed = memory_bytes, seed
+        super().__init__(buffer_size, memory_bytes, seed)
         check_int("strategy.k", k, 1)
         check_int("strategy.every_n_steps", every_n_steps, 1, allow_none=True)
         self.tuner = FineTuner("strategy", modules, top_k, iterations, lr, batch_size, loss, kd_alpha, seed)
         self.k, self.every_n_steps = k, every_n_steps
-        self.buffer = ReplayBuffer(buffer_size, "reservoir", seeded_generator(seed, SeedStream.BUFFER))
         self.name = f"kfpf_{loss}"
         self.stores_logits = loss == "kd"
         self.steps = 0
@@ -373,10 +369,6 @@ class KFPF(Strategy):
     def setup(self, module: "ContinualModule", stream: Stream) -> None:
         super().setup(module, stream)
         self.tuner.check(module)
-        if self.memory_bytes is not None:  # the buffer holds as many samples (with logits for kd) as fit
-            size = samples_for_budget("strategy.memory_bytes", self.memory_bytes,
-                                      sample_nbytes(stream, logits=self.stores_logits))
-            self.buffer = ReplayBuffer(size, "reservoir", seeded_generator(self.seed, SeedStream.BUFFER))
 
     def _triggers_at(self, step: int) -> bool:
         """Whether FPF runs after stream step ``step`` (1-based): every ``every_n_steps`` steps when
@@ -418,21 +410,21 @@ class KFPF(Strategy):
         self.tuner.sensitivity.record(self.module)
 
     def memory_parts(self) -> dict[str, int]:
-        return {**self.buffer.nbytes_by_part(), "fpf_snapshot": tensor_nbytes(self.tuner.sensitivity.previous)}
+        return {**super().memory_parts(), "fpf_snapshot": tensor_nbytes(self.tuner.sensitivity.previous)}
 
     def summary(self) -> dict[str, Any]:
         out = self.tuner.summary(self.module, self.steps, self.samples)
         out.update({"fpf_triggers": self.triggers, "fpf_trigger_steps": list(self.trigger_steps),
                     "fpf_every_n_steps": self.every_n_steps, "fpf_planned_steps": self.planned_steps,
-                    "buffer_size": len(self.buffer)})
+                    **super().summary()})
         return out
 
     def state_dict(self) -> dict[str, Any]:
-        return {"tuner": self.tuner.state_dict(), "buffer": self.buffer.state_dict(), "steps": self.steps,
+        return {**super().state_dict(), "tuner": self.tuner.state_dict(), "steps": self.steps,
                 "samples": self.samples, "triggers": self.triggers, "trigger_steps": list(self.trigger_steps)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
         self.tuner.load_state_dict(state["tuner"])
-        self.buffer.load_state_dict(state["buffer"])
         self.steps, self.samples, self.triggers = int(state["steps"]), int(state["samples"]), int(state["triggers"])
         self.trigger_steps = [int(s) for s in state.get("trigger_steps", [])]

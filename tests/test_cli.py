@@ -11,7 +11,7 @@ import pytest
 from clplat import config_dir
 from clplat.train import preflight
 from tests.conftest import TINY
-from tests.helpers import ROOT, cli_env, run_cli
+from tests.helpers import cli_env, run_cli
 
 STRATEGIES = ", ".join(sorted(p.stem for p in (config_dir() / "strategy").glob("*.yaml")))
 

@@ -28,8 +28,8 @@ DDP = [*TINY, "trainer=ddp_cpu"]
 
 
 @pytest.mark.parametrize("args, expected", [
-    (["trainer=ddp_cpu", "strategy=der"], ("trainer.devices=2 is not valid: strategy 'der' does not support "
-     "multi-process (ddp) training; use trainer.devices=1, or one of the strategies that do: naive, replay")),
+    (["trainer=ddp_cpu", "strategy=agem"], ("trainer.devices=2 is not valid: strategy 'agem' does not support "
+     "multi-process (ddp) training; use trainer.devices=1, or one of the strategies that do: der, derpp, naive, replay")),
     (["trainer=ddp_cpu", "strategy=replay", "plugin=[refresh]"], "strategy 'replay+refresh' does not support"),
     (["trainer.devices=2", "strategy=ewc"], "strategy 'ewc' does not support multi-process"),
     (["trainer=ddp_cpu", "trainer.strategy=ddp_spawn"], "trainer.strategy='ddp_spawn' is not valid"),
@@ -110,8 +110,8 @@ def test_ddp_naive_run_through_the_cli(tmp_path):
     check_ddp_run(run_cli(*DDP, "strategy=naive", f"hydra.run.dir={run_dir}"), run_dir)
 
 
-def run_ddp_replay(run_dir: Path) -> pd.DataFrame:
-    table = check_ddp_run(run_cli(*DDP, "strategy=replay", f"hydra.run.dir={run_dir}"), run_dir)
+def run_ddp_replay(run_dir: Path, strategy: str = "replay") -> pd.DataFrame:
+    table = check_ddp_run(run_cli(*DDP, f"strategy={strategy}", f"hydra.run.dir={run_dir}"), run_dir)
     buffers = [torch.load(checkpoint_path(run_dir, 4, rank), weights_only=False)["clplat_strategy"]["buffer"]
                for rank in (0, 1)]
     assert [b["capacity"] for b in buffers] == [250, 250]  # buffer_size 500 split, not doubled
@@ -121,8 +121,9 @@ def run_ddp_replay(run_dir: Path) -> pd.DataFrame:
     return table
 
 
-def test_ddp_replay_keeps_a_buffer_per_rank(tmp_path):
-    run_ddp_replay(tmp_path / "replay")
+@pytest.mark.parametrize("strategy", ["replay", "derpp"])  # every RehearsalStrategy that declares supports_ddp
+def test_ddp_rehearsal_keeps_a_buffer_per_rank(tmp_path, strategy):
+    run_ddp_replay(tmp_path / strategy, strategy)
 
 
 @pytest.mark.slow  # a third pair of processes; ~15 s on an idle 2-core machine
