@@ -29,13 +29,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from clplat.backbones.units import Connection, UnitVector
 from clplat.errors import ConfigError, check_choice, check_float, check_int
 from clplat.stream import Experience, Scenario, SequenceData, Stream
 from clplat.strategy import Batch, Strategy
 from clplat.seeds import SeedStream, seeded_generator
 
 from .parts.sharp_memory import ActivationMemory, RepresentationMemory, knn_log_probs, supcon_loss
-from .parts.sparse import Connection, UnitVector, drop_and_grow, expand_rows, random_mask, select_units, unit_map
+from .parts.sparse import drop_and_grow, expand_rows, random_mask, select_units, unit_map
 
 LOSSES = ("supcon", "ce")
 #: how a unit's activity is measured for selection (``_unit_activity``)

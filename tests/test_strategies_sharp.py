@@ -190,7 +190,7 @@ def test_config_errors_are_one_line(tmp_path):
         built(tmp_path, "strategy.loss=mse")
     with pytest.raises(ConfigError, match="strategy.density=0.0 is not valid"):
         built(tmp_path, "strategy.density=0.0")
-    with pytest.raises(ConfigError, match="supported backbones: gru, lstm, mingru, minlstm"):
+    with pytest.raises(ConfigError, match="sharp needs a backbone that declares its unit map"):
         built(tmp_path, "backbone=lru")
     with pytest.raises(ConfigError, match="does not support task_incremental"):
         built(tmp_path, "stream=split_mnist1d_til")

@@ -9,11 +9,14 @@ pooling rule that turns the top sequence into features ``(B, out_dim)``.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from torch import Tensor, nn
 
 from clplat.errors import ConfigError, check_choice, check_float, check_int
+
+if TYPE_CHECKING:
+    from clplat.backbones.units import UnitMap
 
 POOLINGS = ("last", "mean")
 
@@ -67,6 +70,21 @@ class RecurrentBackbone(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_from(-1, x)
+
+    def unit_map(self) -> "UnitMap":
+        """Every weight matrix and per-unit vector, mapped to units and layers
+        (:mod:`clplat.backbones.units`), from each layer's own ``unit_map(prefix, layer, below)``.
+
+        Raises ``NotImplementedError`` naming the first layer that declares none.
+        """
+        connections, vectors = [], []
+        for index, layer in enumerate(self.layers):
+            if not hasattr(layer, "unit_map"):
+                raise NotImplementedError(f"layer {index} ({type(layer).__name__}) declares no unit map")
+            c, v = layer.unit_map(f"layers.{index}", index, index - 1 if index > 0 else None)
+            connections += c
+            vectors += v
+        return connections, vectors
 
 
 def check_rnn_args(input_size: int, hidden_size: int, num_layers: int) -> None:

@@ -37,6 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from clplat.backbones.recurrent_layer import RecurrentLayer, ScanBackbone
+from clplat.backbones.units import UnitMap, linear_units
 from clplat.errors import check_choice
 from clplat.kernels import linear_scan, log_linear_scan, mingru_log_coeffs
 
@@ -78,6 +79,10 @@ class MinRNNLayer(RecurrentLayer):
 
     def forward_parallel(self, x: Tensor) -> Tensor:
         return self.scan(self.proj(x))
+
+    def unit_map(self, prefix: str, layer: int, source: int | None) -> UnitMap:
+        """One projection of ``gates`` blocks of ``H`` rows from ``source``'s units (clplat.backbones.units)."""
+        return linear_units(f"{prefix}.proj", self.proj, self.gates, layer, source)
 
     def init_state(self, x_t: Tensor) -> Tensor:
         return x_t.new_zeros(x_t.shape[0], self.hidden_size)

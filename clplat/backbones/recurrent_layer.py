@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from clplat.backbones.base import RecurrentBackbone, check_rnn_args
+from clplat.backbones.units import Connection, UnitMap, UnitVector, linear_units
 from clplat.errors import check_choice
 
 __all__ = ["MODES", "RecurrentLayer", "ResidualBlock", "ScanBackbone", "check_mode", "input_encoder",
@@ -124,6 +125,21 @@ class ResidualBlock(RecurrentLayer):
         self.norm = nn.LayerNorm(hidden_size)
         self.cell = cell
         self.modes = cell.modes
+
+    def unit_map(self, prefix: str, layer: int, below: int | None) -> UnitMap:
+        """The encoder (layer 0), the cell's own map and the norm's affine vectors. ``u`` (the
+        encoder's output) lives in this layer's units, so for layer 0 the cell's input comes from
+        the layer itself. Raises ``NotImplementedError`` when the cell declares no unit map."""
+        if not hasattr(self.cell, "unit_map"):
+            raise NotImplementedError(f"{type(self.cell).__name__} declares no unit map")
+        connections: list[Connection] = []
+        vectors: list[UnitVector] = []
+        if isinstance(self.encoder, nn.Linear):
+            connections, vectors = linear_units(f"{prefix}.encoder", self.encoder, 1, layer, below)
+        c, v = self.cell.unit_map(f"{prefix}.cell", layer, layer if isinstance(self.encoder, nn.Linear) else below)
+        vectors += v + [UnitVector(f"{prefix}.norm.weight", self.norm.weight, 1, layer, 1.0),
+                        UnitVector(f"{prefix}.norm.bias", self.norm.bias, 1, layer, 0.0)]
+        return connections + c, vectors
 
     @property
     def mode(self) -> str:  # type: ignore[override]

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from clplat.backbones.base import RecurrentBackbone, check_rnn_args
 from clplat.backbones.gru_bptt import gru_sequence
 from clplat.errors import check_choice
+from clplat.backbones.units import Connection, UnitMap, UnitVector
 
 GRU_IMPLEMENTATIONS = ("auto", "torch", "bptt")
 
@@ -27,6 +28,21 @@ class _SequenceOnly(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         out, _ = self.rnn(x)
         return out
+
+    def unit_map(self, prefix: str, layer: int, below: int | None) -> UnitMap:
+        """``nn.GRU`` / ``nn.LSTM`` of one unidirectional layer: both weight matrices and both
+        bias vectors, ``3`` or ``4`` gate blocks of ``H`` rows (clplat.backbones.units)."""
+        rnn = self.rnn
+        if not isinstance(rnn, (nn.GRU, nn.LSTM)) or rnn.num_layers != 1 or rnn.bidirectional \
+                or getattr(rnn, "proj_size", 0):
+            raise NotImplementedError("units are mapped for one unidirectional nn.GRU/nn.LSTM layer per module")
+        gates = 3 if isinstance(rnn, nn.GRU) else 4
+        bound = rnn.hidden_size ** -0.5  # torch.nn.RNNBase's default init range
+        connections = [Connection(f"{prefix}.rnn.weight_ih_l0", rnn.weight_ih_l0, gates, layer, below, bound),
+                       Connection(f"{prefix}.rnn.weight_hh_l0", rnn.weight_hh_l0, gates, layer, layer, bound)]
+        vectors = [UnitVector(f"{prefix}.rnn.bias_ih_l0", rnn.bias_ih_l0, gates, layer, 0.0),
+                   UnitVector(f"{prefix}.rnn.bias_hh_l0", rnn.bias_hh_l0, gates, layer, 0.0)] if rnn.bias else []
+        return connections, vectors
 
 
 class GRULayer(_SequenceOnly):

@@ -4,8 +4,9 @@ SHARP (Gurbuz, Moorman & Dovrolis 2023) reasons about *units* (hidden neurons) a
 connections between them. A recurrent layer has several weight matrices per unit (one row per
 gate), so we map every weight row and column to a unit:
 
-- gated layouts (``nn.GRU`` ``[r|z|n]``, ``nn.LSTM`` ``[i|f|g|o]``, minGRU ``[k|h~]``, minLSTM
-  ``[f|i|h~]``) stack ``gates`` blocks of ``H`` rows, so row ``r`` belongs to unit ``r % H``;
+- each backbone declares which weight rows and columns belong to which unit
+  (:mod:`clplat.backbones.units`): a gated layer stacks ``gates`` blocks of ``H`` rows, so row
+  ``r`` belongs to unit ``r % H``;
 - a connection is a (source unit, target unit) pair and its mask entry is shared by every gate
   row of the target unit -- the recurrent analogue of SHARP's channel-wise conv masks (one k x k
   kernel per in/out channel pair);
@@ -26,90 +27,19 @@ import torch
 from torch import Tensor, nn
 
 from clplat.backbones.base import RecurrentBackbone
-from clplat.backbones.mingru import MinRNNLayer
-from clplat.backbones.recurrent_layer import ResidualBlock
-from clplat.backbones.rnn import _SequenceOnly
+from clplat.backbones.units import Connection, UnitVector
 from clplat.errors import ConfigError
-
-SUPPORTED_BACKBONES = "gru, lstm, mingru, minlstm"
-
-
-@dataclass
-class Connection:
-    """A weight matrix ``(gates * H_target, n_source)`` from ``source``'s units into ``target``'s.
-
-    ``source`` is a backbone layer index, or ``None`` for the raw input (kept dense).
-    """
-
-    name: str
-    param: nn.Parameter
-    gates: int
-    target: int
-    source: int | None
-    #: re-initialisation range U(-b, b) of a plastic unit's incoming weights (the layer's default)
-    init_bound: float
-
-
-@dataclass
-class UnitVector:
-    """A per-unit vector ``(gates * H,)`` of layer ``layer`` (bias, norm affine): frozen and
-    re-initialised (to ``reset``) together with its unit."""
-
-    name: str
-    param: nn.Parameter
-    gates: int
-    layer: int
-    reset: float
-
-
-def _linear_parts(prefix: str, linear: nn.Linear, gates: int, target: int,
-                  source: int | None) -> tuple[list[Connection], list[UnitVector]]:
-    vectors = [UnitVector(f"{prefix}.bias", linear.bias, gates, target, 0.0)] if linear.bias is not None else []
-    bound = linear.in_features ** -0.5  # nn.Linear's default init range
-    return [Connection(f"{prefix}.weight", linear.weight, gates, target, source, bound)], vectors
 
 
 def unit_map(backbone: RecurrentBackbone) -> tuple[list[Connection], list[UnitVector]]:
-    """Every weight matrix and per-unit vector of ``backbone``, mapped to units and layers.
-
-    Raises a ``ConfigError`` for a backbone whose parameters have no unit structure we know.
-    """
-    connections: list[Connection] = []
-    vectors: list[UnitVector] = []
-    for l, layer in enumerate(backbone.layers):
-        below = l - 1 if l > 0 else None
-        if isinstance(layer, _SequenceOnly) and isinstance(layer.rnn, (nn.GRU, nn.LSTM)):
-            rnn = layer.rnn
-            if rnn.num_layers != 1 or rnn.bidirectional or getattr(rnn, "proj_size", 0):
-                raise ConfigError("backbone", type(backbone).__name__, "sharp needs one unidirectional layer per module")
-            gates = 3 if isinstance(rnn, nn.GRU) else 4
-            bound = rnn.hidden_size ** -0.5  # torch.nn.RNNBase's default init range
-            connections.append(Connection(f"layers.{l}.rnn.weight_ih_l0", rnn.weight_ih_l0, gates, l, below, bound))
-            connections.append(Connection(f"layers.{l}.rnn.weight_hh_l0", rnn.weight_hh_l0, gates, l, l, bound))
-            if rnn.bias:
-                vectors += [UnitVector(f"layers.{l}.rnn.bias_ih_l0", rnn.bias_ih_l0, gates, l, 0.0),
-                            UnitVector(f"layers.{l}.rnn.bias_hh_l0", rnn.bias_hh_l0, gates, l, 0.0)]
-        elif isinstance(layer, ResidualBlock) and isinstance(layer.cell, MinRNNLayer):
-            # out = u + cell(LayerNorm(u)); u = encoder(x) lives in this layer's units, so for
-            # layer 0 the cell's projection connects the layer to itself.
-            if isinstance(layer.encoder, nn.Linear):
-                c, v = _linear_parts(f"layers.{l}.encoder", layer.encoder, 1, l, below)
-                connections += c
-                vectors += v
-            cell_source = l if isinstance(layer.encoder, nn.Linear) else below
-            c, v = _linear_parts(f"layers.{l}.cell.proj", layer.cell.proj, layer.cell.gates, l, cell_source)
-            connections += c
-            vectors += v
-            vectors += [UnitVector(f"layers.{l}.norm.weight", layer.norm.weight, 1, l, 1.0),
-                        UnitVector(f"layers.{l}.norm.bias", layer.norm.bias, 1, l, 0.0)]
-        elif isinstance(layer, MinRNNLayer):
-            c, v = _linear_parts(f"layers.{l}.proj", layer.proj, layer.gates, l, below)
-            connections += c
-            vectors += v
-        else:
-            raise ConfigError("backbone", type(backbone).__name__,
-                              f"sharp needs per-unit weights it can mask; supported backbones: {SUPPORTED_BACKBONES}")
-    return connections, vectors
+    """Every weight matrix and per-unit vector of ``backbone``, mapped to units and layers (the
+    backbone's own declaration, :meth:`RecurrentBackbone.unit_map`); a ``ConfigError`` for a
+    backbone that declares none."""
+    try:
+        return backbone.unit_map()
+    except (NotImplementedError, AttributeError) as err:
+        raise ConfigError("backbone", type(backbone).__name__,
+                          f"sharp needs a backbone that declares its unit map ({err}; clplat.backbones.units)") from None
 
 
 def random_mask(rows: int, cols: int, density: float, generator: torch.Generator) -> Tensor:
