@@ -110,6 +110,10 @@ def _shims(bin_dir: Path) -> None:
         path.write_text(f"#!{sys.executable}\nimport sys\nsys.path.insert(1, {str(ROOT)!r})\n"
                         f"from {module} import main\nsys.exit(main())\n")
         path.chmod(0o755)
+    # `python` as in the user's environment where clplat is installed (their own modules on PYTHONPATH)
+    python = bin_dir / "python"
+    python.write_text(f'#!/bin/sh\nPYTHONPATH="${{PYTHONPATH:+$PYTHONPATH:}}{ROOT}" exec "{sys.executable}" "$@"\n')
+    python.chmod(0o755)
 
 
 def _page_script(page: Path, project: Path) -> str:
