@@ -9,7 +9,7 @@ SLURM stops a running job in two everyday ways, and a sweep must outlive both:
 
 In a SLURM job, ``clplat.experiment.stop_on_signals`` turns SIGUSR2 into ``RunInterrupted`` as it
 does SIGTERM and SIGINT, so the run saves what it has (``metrics.csv``; its boundary checkpoints
-are already on disk). ``clplat.train.run_sweep_job`` then hands the job to submitit's own
+are already on disk). ``clplat.sweep_jobs.run_sweep_job`` then hands the job to submitit's own
 requeue logic (:func:`requeue`): a preempted job is always requeued, a timed-out one as long as
 ``hydra.launcher.max_num_timeout`` allows; where the cluster requeues preempted jobs itself
 (``PreemptMode=REQUEUE``) the job just exits without a result. When SLURM runs the job again

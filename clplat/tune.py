@@ -43,7 +43,7 @@ from typing import Any, Sequence
 
 import yaml
 
-from clplat.train import fail
+from clplat.cli import fail
 
 TUNING_DEFAULTS = ["plots=false", "print_summary=false", "trainer.checkpoint=false", "logger=none"]
 """Trial runs draw no plots and keep no checkpoints unless the overrides say otherwise."""
@@ -128,7 +128,7 @@ def check_and_read_space(overrides: list[str]) -> list[Any]:
 
     from clplat.errors import ConfigError
     from clplat.search_space import run_search_space
-    from clplat.train import CONF_DIR, preflight
+    from clplat.preflight import CONF_DIR, preflight
 
     preflight(overrides)  # exits 2 with one line on a bad override or value
     GlobalHydra.instance().clear()
@@ -331,7 +331,7 @@ def write_protocol(args: argparse.Namespace, study: Any, overrides: list[str], e
         runs = collect_runs(eval_dir)
         values = runs["avg_acc"].astype(float) if len(runs) else []
         lines += [f"- evaluation runs: `{' '.join(args.evaluate or [])}` (test data, seeds {args.eval_seeds})",
-                  f"- evaluation test avg_acc: " + ", ".join(f"{v:.4f}" for v in values)
+                  "- evaluation test avg_acc: " + ", ".join(f"{v:.4f}" for v in values)
                   + (f" (mean {sum(values) / len(values):.4f} over {len(values)} seeds)" if len(values) else ""),
                   f"- per-run results: `clplat-report {eval_dir}`"]
     path = args.study_dir / "protocol.md"

@@ -36,7 +36,7 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: int = 900) -> subproce
 
 def preflight_error(argv: list[str], capsys: pytest.CaptureFixture) -> str:
     """The single stderr line with which the CLI's preflight refuses ``argv`` (exit code 2)."""
-    from clplat.train import preflight
+    from clplat.preflight import preflight
 
     with pytest.raises(SystemExit) as exit_info:
         preflight(argv)

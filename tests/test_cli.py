@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from clplat import config_dir
-from clplat.train import preflight
+from clplat.preflight import preflight
 from tests.conftest import TINY
 from tests.helpers import cli_env, run_cli
 
@@ -138,10 +138,12 @@ def test_a_float64_run_evaluates_in_float64(make_cfg):
     (["plugin=[foo]"], "available: fpf, refresh"),
     (["eval.split=foo"], "eval.split='foo' is not valid"),
     (["-m", "optimizer.lr=interval(0.001,0.01)"], "the basic sweeper takes lists"),
+    (["--frobnicate"], "unrecognised arguments: --frobnicate"),
+    (["-m", "seed=0,1", "--info"], "--multirun and --info cannot be combined"),
 ])
 def test_config_errors_are_answered_before_torch_is_imported(argv, expected):
     """Start-up checks of keys, values and ranges run without torch or Lightning (about a second)."""
-    probe = ("import sys\nfrom clplat.train import preflight\ntry:\n    preflight(sys.argv[1:])\n"
+    probe = ("import sys\nfrom clplat.preflight import preflight\ntry:\n    preflight(sys.argv[1:])\n"
              "except SystemExit as stop:\n    print('exit', stop.code)\n"
              "print('torch' in sys.modules, 'lightning' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", probe, *argv], env=cli_env(), capture_output=True, text=True,

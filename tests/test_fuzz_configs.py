@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from clplat.errors import ConfigError
 from clplat.experiment import run_experiment
-from clplat.train import preflight
+from clplat.preflight import preflight
 from tests.conftest import TINY, compose_config
 
 # values chosen to mix valid settings with out-of-range, mistyped and incompatible ones

@@ -20,7 +20,7 @@ from clplat.checkpointing import load_checkpoint
 from clplat.errors import ConfigError, RunInterrupted, TrainingDiverged
 from clplat.experiment import run_experiment
 from clplat.logger_guard import GuardedLogger, LoggerFailedWarning
-from clplat.train import _failure
+from clplat.cli import failure_message as _failure
 
 
 def disk_full(*args, **kwargs):

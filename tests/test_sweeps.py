@@ -21,6 +21,9 @@ from typing import Iterator
 import pytest
 import torch
 
+import clplat.pinning as pinning
+import clplat.resuming as resuming
+import clplat.sweep_jobs as sweep_jobs
 import clplat.train as train
 from clplat.analysis.runs import JOB_ERROR_FILE, SWEEP_FAILURES_FILE
 from clplat.report import main as report_main
@@ -127,52 +130,52 @@ def test_a_failing_job_is_recorded_and_the_others_still_run(tmp_path, monkeypatc
 # -- resource pinning ---------------------------------------------------------------------------
 
 def test_core_share_and_gpu_for_slot():
-    assert train.core_share(range(8), 0, 4) == [0, 1] and train.core_share(range(8), 3, 4) == [6, 7]
-    assert train.core_share([2, 3], 1, 2) == [3]  # the cores this process may use, not 0..n
-    assert train.core_share(range(2), 2, 4) == [0]  # more slots than cores: shared, one each
-    assert train.core_share(range(8), 1, 2, per_job=3) == [3, 4, 5]
-    assert train.core_share(range(2), 0, 1) == [0, 1]
-    assert train.gpu_for_slot(["0", "1"], 3) == "1" and train.gpu_for_slot([], 3) is None
+    assert pinning.core_share(range(8), 0, 4) == [0, 1] and pinning.core_share(range(8), 3, 4) == [6, 7]
+    assert pinning.core_share([2, 3], 1, 2) == [3]  # the cores this process may use, not 0..n
+    assert pinning.core_share(range(2), 2, 4) == [0]  # more slots than cores: shared, one each
+    assert pinning.core_share(range(8), 1, 2, per_job=3) == [3, 4, 5]
+    assert pinning.core_share(range(2), 0, 1) == [0, 1]
+    assert pinning.gpu_for_slot(["0", "1"], 3) == "1" and pinning.gpu_for_slot([], 3) is None
 
 
 def test_claim_slot_gives_concurrent_claimers_distinct_slots(tmp_path):
-    first, lock1 = train.claim_slot(tmp_path, 2)
-    second, lock2 = train.claim_slot(tmp_path, 2)  # flock: another open file description conflicts
-    third, lock3 = train.claim_slot(tmp_path, 2)
+    first, lock1 = pinning.claim_slot(tmp_path, 2)
+    second, lock2 = pinning.claim_slot(tmp_path, 2)  # flock: another open file description conflicts
+    third, lock3 = pinning.claim_slot(tmp_path, 2)
     assert (first, second, third) == (0, 1, None) and lock3 is None
     lock1.close()
-    assert train.claim_slot(tmp_path, 2)[0] == 0  # released when its holder closes (or exits)
+    assert pinning.claim_slot(tmp_path, 2)[0] == 0  # released when its holder closes (or exits)
     lock2.close()
 
 
 def test_visible_gpus_respects_cuda_visible_devices(monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
-    assert train.visible_gpus() == ["2", "3"]
+    assert pinning.visible_gpus() == ["2", "3"]
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
-    assert train.visible_gpus() == []
+    assert pinning.visible_gpus() == []
 
 
 def test_pin_job_resources_sets_affinity_threads_and_gpu(tmp_path, monkeypatch):
     from omegaconf import OmegaConf
 
     calls = {}
-    monkeypatch.setattr(train, "_PINNED", {})
-    monkeypatch.setattr(train, "_available_cores", lambda: [0, 1, 2, 3])
-    monkeypatch.setattr(train.os, "sched_setaffinity", lambda pid, cores: calls.update(cores=sorted(cores)),
+    monkeypatch.setattr(pinning, "_PINNED", {})
+    monkeypatch.setattr(pinning, "_available_cores", lambda: [0, 1, 2, 3])
+    monkeypatch.setattr(pinning.os, "sched_setaffinity", lambda pid, cores: calls.update(cores=sorted(cores)),
                         raising=False)
     monkeypatch.setattr(torch, "set_num_threads", lambda n: calls.update(threads=n))
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
     from hydra.types import RunMode
 
     config = OmegaConf.create({"hydra": {"mode": RunMode.MULTIRUN, "sweep": {"dir": str(tmp_path)}, "job": {"num": 5}}})
-    train.PinJobResources(slots=2).on_job_start(OmegaConf.create({"hydra": {"mode": RunMode.RUN}}))
-    assert calls == {} and not train._PINNED  # a single run is left alone
-    holder, held = train.claim_slot(tmp_path / ".slots", 2)  # another job holds slot 0
-    train.PinJobResources(slots=2).on_job_start(config)
+    pinning.PinJobResources(slots=2).on_job_start(OmegaConf.create({"hydra": {"mode": RunMode.RUN}}))
+    assert calls == {} and not pinning._PINNED  # a single run is left alone
+    holder, held = pinning.claim_slot(tmp_path / ".slots", 2)  # another job holds slot 0
+    pinning.PinJobResources(slots=2).on_job_start(config)
     assert calls == {"cores": [2, 3], "threads": 2}
-    assert train._PINNED["slot"] == 1 and train._PINNED["gpu"] == "1"
-    assert train._PINNED["lock"] is not None
-    train._PINNED["lock"].close()
+    assert pinning._PINNED["slot"] == 1 and pinning._PINNED["gpu"] == "1"
+    assert pinning._PINNED["lock"] is not None
+    pinning._PINNED["lock"].close()
     held.close()
     assert holder == 0
 
@@ -201,11 +204,11 @@ def test_every_launcher_composes_with_its_callbacks(name, target):
     cfg = _compose_with_hydra(f"launcher={name}")
     assert cfg.hydra.launcher._target_.endswith(target)
     callbacks = {key: instantiate(node) for key, node in cfg.hydra.callbacks.items()}
-    assert isinstance(callbacks.pop("sweep_failures"), train.SweepFailures)
+    assert isinstance(callbacks.pop("sweep_failures"), sweep_jobs.SweepFailures)
     if name == "basic":
         assert not callbacks
     else:
-        assert isinstance(callbacks["pin_job_resources"], train.PinJobResources)
+        assert isinstance(callbacks["pin_job_resources"], pinning.PinJobResources)
 
 
 def test_slurm_launcher_config_gives_submitit_a_valid_sbatch_script(tmp_path, monkeypatch):
@@ -322,10 +325,10 @@ def test_resume_takes_a_sweep_job_directory_whose_name_holds_its_overrides(tmp_p
     job = tmp_path / "sweep" / "1_seed=1,strategy=naive"
     job.mkdir(parents=True)
     (job / "config.yaml").write_text("seed: 1\n")
-    arguments = train.resume_arguments([f"resume={job}"])
+    arguments = resuming.resume_arguments([f"resume={job}"])
     parsed = {o.key_or_group: o.value() for o in OverridesParser.create().parse_overrides(arguments)}
     assert parsed["resume"] == parsed["hydra.run.dir"] == str(job.resolve())
-    assert train.resume_arguments(arguments) == arguments  # as a DDP rank re-runs them
+    assert resuming.resume_arguments(arguments) == arguments  # as a DDP rank re-runs them
 
 
 def test_a_sweep_with_many_overrides_gets_short_unique_job_folders(tmp_path, monkeypatch, in_process_hydra):
