@@ -21,10 +21,9 @@ optimizer step and weights after it (so momentum or weight decay cannot revive t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from clplat.backbones.base import RecurrentBackbone
 from clplat.backbones.units import Connection, UnitVector
@@ -108,5 +107,4 @@ def select_units(activation: Tensor, types: Tensor, percent: float) -> Tensor:
     return types
 
 
-__all__ = ["Connection", "UnitVector", "unit_map", "random_mask", "expand_rows", "drop_and_grow", "select_units",
-           "SUPPORTED_BACKBONES"]
+__all__ = ["unit_map", "random_mask", "expand_rows", "drop_and_grow", "select_units"]
