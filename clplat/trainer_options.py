@@ -3,7 +3,8 @@
 clplat drives Lightning one ``fit`` per experience with a budget of optimizer steps it sets
 itself, its own loggers and its own callbacks (strategy hooks, evaluator, progress). Every other
 ``lightning.Trainer`` argument is reachable from the command line through ``trainer.lightning``
-(``+trainer.lightning.profiler=simple``, ``+trainer.lightning.num_nodes=2``), and any Lightning
+(``+trainer.lightning.profiler=simple``, ``+trainer.lightning.num_nodes=2``; an object as a
+``_target_`` config: ``+trainer.lightning.profiler._target_=lightning.pytorch.profilers.AdvancedProfiler``), and any Lightning
 callback through the ``callbacks`` group (``_target_`` configs that Hydra instantiates, run after
 clplat's own: ``callbacks=lr_monitor`` or ``+callbacks.mine._target_=my_pkg.MyCallback``).
 
@@ -78,7 +79,11 @@ def lightning_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
             hint = f"did you mean trainer.lightning.{close[0]}? " if close else ""
             raise ConfigError(name, options[key], f"not an argument of lightning.Trainer; {hint}options: "
                               + ", ".join(a for a in allowed if a not in SET_BY_TRAINER_CONFIG and a not in SET_BY_THE_LOOP))
-    return options
+    from clplat.experiment import instantiate_node
+
+    # an object argument (a profiler, plugins) may be given as a _target_ config
+    return {key: instantiate_node(value, f"trainer.lightning.{key}") if isinstance(value, Mapping) and "_target_" in value
+            else value for key, value in options.items()}
 
 
 def build_callbacks(node: DictConfig | None) -> list[L.Callback]:

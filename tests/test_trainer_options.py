@@ -39,6 +39,14 @@ def test_a_users_callback_and_trainer_options_reach_the_trainer(make_cfg):
                                       "after_clplat": True}
 
 
+def test_an_object_argument_is_built_from_its_target_config(make_cfg):
+    RecordingCallback.seen = {}
+    cfg = make_cfg(f"+callbacks.mine._target_={__name__}.RecordingCallback",
+                   "+trainer.lightning.profiler._target_=lightning.pytorch.profilers.PassThroughProfiler")
+    run_experiment(cfg)
+    assert RecordingCallback.seen["profiler"] == "PassThroughProfiler"
+
+
 def test_the_lr_monitor_callback_logs_the_learning_rate(make_cfg):
     cfg = make_cfg("callbacks=lr_monitor", "logger=csv", "trainer.log_every_n_steps=1")
     run_experiment(cfg)
