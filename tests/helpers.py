@@ -34,6 +34,26 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: int = 900) -> subproce
                           capture_output=True, text=True, timeout=timeout)
 
 
+def kill_then_resume(args: list[str], run_dir: Path, env: dict[str, str],
+                     checkpoint: str = "exp_1.ckpt") -> subprocess.CompletedProcess:
+    """``clplat-train *args`` killed with SIGKILL once ``checkpoints/<checkpoint>`` exists, then
+    ``clplat-train resume=<run_dir>``; returns the resumed process (asserted to have succeeded)."""
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "clplat.train", *args, f"hydra.run.dir={run_dir}"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (run_dir / "checkpoints" / checkpoint).exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (run_dir / "summary.json").exists(), "the run finished before it could be killed"
+    resumed = subprocess.run([sys.executable, "-m", "clplat.train", f"resume={run_dir}"], env=env,
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    return resumed
+
+
 def preflight_error(argv: list[str], capsys: pytest.CaptureFixture) -> str:
     """The single stderr line with which the CLI's preflight refuses ``argv`` (exit code 2)."""
     from clplat.preflight import preflight

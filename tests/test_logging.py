@@ -206,30 +206,16 @@ def test_a_run_killed_by_sigkill_resumes_into_the_same_wandb_history_from_step_0
     """SIGKILL leaves the W&B record file with what wandb-core had flushed (often nothing); the
     resumed run logs the missing rows again, so the run's history holds every evaluation and
     training loss exactly once, from step 0."""
-    import signal
-    import subprocess
-    import sys
-
     from clplat.logging import previous_wandb_run_id
     from clplat.wandb_records import run_files
     from tests.conftest import TINY
-    from tests.helpers import cli_env
+    from tests.helpers import cli_env, kill_then_resume
 
     env = {**cli_env(), "WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path)}
     env.pop("WANDB_SERVICE", None)  # each process starts its own wandb-core, which dies with it
     run_dir = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "clplat.train", *TINY, "trainer.iterations=40", "eval.every_n_iters=10",
-                             "logger=csv_wandb", "trainer.log_every_n_steps=5", f"hydra.run.dir={run_dir}"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while not (run_dir / "checkpoints" / "exp_1.ckpt").exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (run_dir / "summary.json").exists(), "the run finished before it could be killed"
-    resumed = subprocess.run([sys.executable, "-m", "clplat.train", f"resume={run_dir}"], env=env,
-                             capture_output=True, text=True, timeout=600)
-    assert resumed.returncode == 0, resumed.stderr
+    kill_then_resume([*TINY, "trainer.iterations=40", "eval.every_n_iters=10", "logger=csv_wandb",
+                      "trainer.log_every_n_steps=5"], run_dir, env)
 
     run_id = previous_wandb_run_id(run_dir)
     attempts = run_files(run_dir, run_id)

@@ -14,7 +14,7 @@ from omegaconf import open_dict
 from clplat.errors import ConfigError, RunInterrupted, TrainingDiverged
 from clplat.experiment import run_experiment
 from tests.conftest import TINY
-from tests.helpers import assert_resume_matches_uninterrupted, cli_env, comparable, interrupt_at
+from tests.helpers import assert_resume_matches_uninterrupted, cli_env, comparable, interrupt_at, kill_then_resume
 
 
 @pytest.mark.parametrize("strategy", ["naive", "joint", "cumulative", "replay", "replay_cb"])
@@ -73,17 +73,7 @@ def test_sigkill_then_resume_through_the_cli(tmp_path):
     reference, killed = tmp_path / "reference", tmp_path / "killed"
     subprocess.run([sys.executable, "-m", "clplat.train", *args, f"hydra.run.dir={reference}"],
                    env=env, check=True, capture_output=True, timeout=600)
-    proc = subprocess.Popen([sys.executable, "-m", "clplat.train", *args, f"hydra.run.dir={killed}"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while not (killed / "checkpoints" / "exp_1.ckpt").exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (killed / "summary.json").exists(), "the run finished before it could be killed"
-    resumed = subprocess.run([sys.executable, "-m", "clplat.train", f"resume={killed}"], env=env,
-                             capture_output=True, text=True, timeout=600)
-    assert resumed.returncode == 0, resumed.stderr
+    resumed = kill_then_resume(args, killed, env)
     assert "resuming after experience" in resumed.stdout
     assert comparable(killed) == comparable(reference)
 
