@@ -10,6 +10,9 @@ B=32, T=1024, H=128), all timed interleaved in one process (each repeat runs eve
   forward cannot avoid;
 - ``eager_exp_pass`` (memory floor of an unfused implementation): one ``torch.exp`` over a
   materialised ``(B, T, Din, N)`` tensor;
+- ``eager_exp_fwd_bwd`` (the same floor for a training pass): that ``torch.exp`` plus its backward,
+  one ``torch.mul`` of the incoming gradient by the result, each over the materialised volume into
+  preallocated outputs -- the least an unfused forward + backward over the volume must move;
 - ``linear_scan_fwd`` / ``linear_scan_fwd_bwd``: :func:`clplat.kernels.linear_scan` (torch backend)
   over ``(B, T, Din * N)``: the generic scan on the same volume;
 - with ``--old``: the ``reference`` and ``torch`` selective-scan backends (one timed run each).
@@ -102,11 +105,18 @@ def floor_section(Bsz: int, T: int, H: int, repeats: int, old: bool, scan: bool)
     A = p["A"].detach()
     volume = torch.empty(Bsz, T, Din, N_STATE)
     src = torch.randn(Bsz, T, Din, N_STATE).mul_(-0.01)
+    grad_out, grad_in = torch.ones_like(volume), torch.empty_like(volume)
+
+    def eager_exp_fwd_bwd() -> None:
+        torch.exp(src, out=volume)
+        torch.mul(grad_out, volume, out=grad_in)
+
     cases: dict[str, Callable[[], None]] = {
         "cpp_fwd": fwd_only(p, "cpp"),
         "cpp_fwd_bwd": fwd_bwd(p, "cpp"),
         "exp_pass": lambda: exp_pass_cpu(dl, A),
         "eager_exp_pass": lambda: torch.exp(src, out=volume),
+        "eager_exp_fwd_bwd": eager_exp_fwd_bwd,
     }
     if scan:
         a = src.view(Bsz, T, Din * N_STATE).exp().requires_grad_()
@@ -133,6 +143,7 @@ def floor_section(Bsz: int, T: int, H: int, repeats: int, old: bool, scan: bool)
         "cpp_fwd_bwd / exp_pass": m["cpp_fwd_bwd"] / m["exp_pass"],
         "cpp_fwd / eager_exp_pass": m["cpp_fwd"] / m["eager_exp_pass"],
         "cpp_fwd_bwd / eager_exp_pass": m["cpp_fwd_bwd"] / m["eager_exp_pass"],
+        "cpp_fwd_bwd / eager_exp_fwd_bwd": m["cpp_fwd_bwd"] / m["eager_exp_fwd_bwd"],
     }
     if scan:
         ratios["cpp_fwd / linear_scan_fwd"] = m["cpp_fwd"] / m["linear_scan_fwd"]
