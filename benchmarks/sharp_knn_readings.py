@@ -77,7 +77,7 @@ def main() -> None:
     print(f"run {run}: validation accuracy per task after each experience")
     for experience in range(1, experiences):
         accuracy, newest, sizes = readings(run, experience)
-        print(f"after experience {experience}: mask size per stored class {sizes}")
+        print(f"after experience {experience + 1} of {experiences}: mask size per stored class {sizes}")
         for name, values in accuracy.items():
             print(f"  {name:>15}: {values}")
         print(f"  newest task's samples predicted as (classes 0..): {newest}")
