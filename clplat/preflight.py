@@ -208,6 +208,7 @@ def preflight(argv: Sequence[str]) -> None:
             composed.append((overrides, cfg))
     from clplat.distributed import check_ddp_support
     from clplat.experiment import build_backbone, build_optimizer, build_strategy
+    from clplat.logging import check_logger_targets
     from clplat.trainer_options import build_callbacks, lightning_options
 
     for overrides, cfg in composed:  # then what only building the parts can tell
@@ -217,6 +218,7 @@ def preflight(argv: Sequence[str]) -> None:
             build_backbone(cfg, input_size=1)  # the stream (and its input size) is built by the run
             lightning_options(cfg.trainer.get("lightning"))
             build_callbacks(cfg.get("callbacks"))
+            check_logger_targets(cfg.get("logger"))
 
 
 def check_sweeper(overrides: list[str]) -> None:
