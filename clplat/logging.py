@@ -114,11 +114,16 @@ def check_logger_targets(node: Any) -> None:
 
 
 def logger_target(key: str, target: str) -> Any:
-    """The class or factory a logger entry names; ``ConfigError`` when it cannot be imported."""
-    from hydra.utils import get_object
+    """The class or factory a logger entry names; ``ConfigError`` when it cannot be imported.
 
+    Imported here rather than with ``hydra.utils.get_object``, which logs its failure on several
+    lines before raising: the user gets one.
+    """
+    import importlib
+
+    module, _, name = target.rpartition(".")
     try:
-        return get_object(target)
+        return getattr(importlib.import_module(module), name)
     except Exception as err:  # noqa: BLE001 - any import failure is the entry's
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise ConfigError(f"{key}._target_", target, f"cannot be imported ({reason})") from None

@@ -65,6 +65,7 @@ def test_cli_usage_error_exits_2_with_one_line_and_writes_nothing(tmp_path):
      "logger.wandb.mode='sometimes' is not valid: allowed values are auto, online, offline, disabled"),
     (["logger=wandb", "logger.wandb.tags=[1]"], "logger.wandb.tags=[1] is not valid: must be a list of strings"),
     (["logger.kind=csv"], "logger.kind=csv is not valid: no such key"),
+    (["logger.wandb.mode=offline"], "no such key; the config has no logger.wandb (the keys of logger are: csv)"),
     (["+logger.csv.colour=red"], "logger.csv.colour='red' is not valid: not an argument of lightning.pytorch.loggers."
      "CSVLogger; its arguments: flush_logs_every_n_steps, name, prefix, save_dir, version"),
     (["backbone.pooling=max"], "backbone.pooling='max' is not valid: allowed values are last, mean"),
