@@ -1,7 +1,7 @@
 """Experiment loggers: the ``logger`` group's ``_target_`` configs built for a run, and W&B as clplat runs it.
 
 Every entry of the ``logger`` group (``clplat.logger_config``) is instantiated by Hydra; clplat
-adds the arguments only the run knows (``RUN_ARGUMENTS``). Lightning's CSVLogger is the default,
+adds the arguments only the run knows (``build_loggers``). Lightning's CSVLogger is the default,
 ``wandb_logger`` is clplat's W&B logger, and any other Lightning logger can be added by config.
 
 One logger run covers the whole stream; every evaluation is logged at ``step = cl/global_iter``
@@ -76,7 +76,7 @@ def build_loggers(node: Any, run_dir: Path, run_name: str, config: dict[str, Any
     loggers: list[Logger] = []
     for name, entry in logger_entries(node).items():
         key = f"logger.{name}"
-        accepted = _parameters(logger_target(key, entry["_target_"]))
+        accepted, _ = _parameters(logger_target(key, entry["_target_"]))
         factory = instantiate_node(entry, key, _partial_=True, _convert_="all")
         try:
             logger = factory(**{k: v for k, v in run.items() if k in accepted and k not in entry})
@@ -92,21 +92,15 @@ def build_loggers(node: Any, run_dir: Path, run_name: str, config: dict[str, Any
 def check_logger_targets(node: Any) -> None:
     """Every logger entry names an importable Logger class (or a factory) that takes its keys:
     the preflight's check, which builds nothing (a W&B logger would start a run)."""
-    import inspect
-
     for name, entry in logger_entries(node).items():
         key = f"logger.{name}"
         target = logger_target(key, entry["_target_"])
         if isinstance(target, type) and not issubclass(target, Logger):
             raise ConfigError(f"{key}._target_", entry["_target_"], "must be a lightning.pytorch.loggers."
                               f"Logger class (or a function returning one), not {target.__name__}")
-        try:
-            parameters = inspect.signature(target).parameters.values()
-        except (TypeError, ValueError):
+        accepted, open_ended = _parameters(target)
+        if open_ended:  # extra keys go on (WandbLogger's to wandb.init): checked when the logger is built
             continue
-        if any(p.kind is p.VAR_KEYWORD for p in parameters):
-            continue  # extra keys go on (WandbLogger to wandb.init): the logger checks them when built
-        accepted = _parameters(target)
         for option in entry:
             if not str(option).startswith("_") and option not in accepted:
                 raise ConfigError(f"{key}.{option}", entry[option], f"not an argument of {entry['_target_']}; "
@@ -129,15 +123,17 @@ def logger_target(key: str, target: str) -> Any:
         raise ConfigError(f"{key}._target_", target, f"cannot be imported ({reason})") from None
 
 
-def _parameters(target: Any) -> set[str]:
-    """The keyword parameters ``target`` names (not its ``**kwargs``)."""
+def _parameters(target: Any) -> tuple[set[str], bool]:
+    """The keyword parameters ``target`` names, and whether it takes others (``**kwargs``, or a
+    signature that cannot be read)."""
     import inspect
 
     try:
         parameters = inspect.signature(target).parameters.values()
     except (TypeError, ValueError):
-        return set()
-    return {p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+        return set(), True
+    named = {p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    return named, any(p.kind is p.VAR_KEYWORD for p in parameters)
 
 
 def wandb_logger(*, save_dir: str, run_name: str, run_config: dict[str, Any], project: str | None,
