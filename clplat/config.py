@@ -1,154 +1,169 @@
-"""Schemas and checks for the platform-owned config groups.
+"""The schema of the platform-owned config keys: each key's type and allowed values, once.
 
-Hydra already refuses unknown group options and (struct mode) unknown keys on the command line.
-What it cannot know is which *values* make sense: these dataclasses give the types, and
-``validate_config`` the ranges and combinations, so a bad value stops the run at start-up with
-one line naming the key, the value and what is allowed — before anything is written.
-User-extensible groups (stream, backbone, strategy, plugin) validate their own arguments in
-their constructors with the same ``ConfigError``.
+Defaults and the comments that document them live in the YAML option files (``conf/trainer/
+default.yaml``, ``conf/eval/default.yaml``, ``conf/logger/wandb.yaml``, ``conf/train.yaml``):
+those are what ``--help``, ``--cfg job`` and the configuration reference show, so they are the
+one place a default is written. This module says what each key may hold; a test checks that the
+default options declare exactly the keys declared here. It imports neither torch nor Lightning:
+the preflight answers a bad value in about a second, with one line naming the key, the value
+and what is allowed. User-extensible ``_target_`` groups (stream, backbone, strategy, plugin,
+optimizer) check their arguments in their constructors with the same ``ConfigError``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
-from typing import Any, Dict, Optional
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
 
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from clplat.choices import (HEAD_TYPES, LOGGER_KINDS, PROCESS_GROUP_BACKENDS, SPLITS, TASK_SELECTIONS,
-                            TRAINER_STRATEGIES, WANDB_MODES)
+from clplat.choices import (HEAD_TYPES, PROCESS_GROUP_BACKENDS, SPLITS, TASK_SELECTIONS, TRAINER_STRATEGIES,
+                            WANDB_MODES)
 from clplat.errors import ConfigError, check_choice, check_float, check_int
-
+from clplat.logger_config import WANDB_FACTORY, logger_entries
 
 PRECISIONS = ("32-true", "64-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", 32, 64, 16, "bf16")
 """Lightning's numeric precisions (``trainer.precision``)."""
 
 
-@dataclass
-class TrainerSchema:
-    epochs: Optional[int] = 5
-    iterations: Optional[int] = None
-    batch_size: int = 64
-    accelerator: str = "cpu"
-    devices: Any = 1
-    strategy: str = "auto"
-    process_group_backend: Optional[str] = None
-    precision: Any = "32-true"
-    gradient_clip_val: Optional[float] = None
-    deterministic: bool = False
-    log_every_n_steps: int = 10
-    enable_progress_bar: bool = False
-    checkpoint: bool = True
-    lightning: Dict[str, Any] = field(default_factory=dict)  # clplat/trainer_options.py
+@dataclass(frozen=True)
+class Key:
+    """What one key may hold: a type (``None``: any value), an optional range or list of choices,
+    or a test with the sentence that explains it."""
+
+    type: type | None = None
+    none: bool = False
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[Any, ...] | None = None
+    test: Callable[[Any], bool] | None = None
+    allowed: str | None = None  # the explanation of ``choices`` or ``test``, when the list alone is not enough
+
+    def check(self, key: str, value: Any) -> None:
+        if value is None:
+            if not self.none:
+                raise ConfigError(key, value, "must be set" + (f" ({self.allowed})" if self.allowed else ""))
+            return
+        if self.type is bool:
+            check_choice(key, value, (True, False))
+        elif self.type is int:
+            check_int(key, value, None if self.minimum is None else int(self.minimum))
+        elif self.type is float:
+            check_float(key, value, self.minimum, self.maximum)
+        elif self.type is str and not isinstance(value, str):
+            raise ConfigError(key, value, "must be a string")
+        elif self.type is dict and not isinstance(value, (dict, DictConfig)):
+            raise ConfigError(key, value, "must be a mapping")
+        elif self.type is list and not (isinstance(value, (list, ListConfig)) and all(isinstance(v, str) for v in value)):
+            raise ConfigError(key, value, "must be a list of strings")
+        if self.choices is not None and value not in self.choices:
+            raise ConfigError(key, value, self.allowed or "allowed values are " + ", ".join(map(str, self.choices)))
+        if self.test is not None and not self.test(value):
+            raise ConfigError(key, value, self.allowed or "not allowed")
 
 
-@dataclass
-class EvalSchema:
-    every_n_iters: Optional[int] = 10
-    subset_size: int = 1000
-    subset_seed: int = 0
-    split: str = "test"
-    tasks: str = "seen"
-    batch_size: int = 4096
-    initial: bool = True
+RUN = {
+    "seed": Key(int, minimum=0),
+    "plots": Key(bool),
+    "print_summary": Key(bool),
+    "memory_budget_bytes": Key(int, none=True, minimum=1),
+}
+"""Top-level keys of ``conf/train.yaml`` (the others are groups, ``run_dir`` and ``resume``)."""
+
+TRAINER = {
+    "epochs": Key(int, none=True, minimum=1),
+    "iterations": Key(int, none=True, minimum=1),
+    "batch_size": Key(int, minimum=1),
+    "accelerator": Key(str),
+    "devices": Key(),  # an int, a list of device ids, "auto": Lightning parses it
+    "strategy": Key(str, choices=TRAINER_STRATEGIES, allowed="allowed values are auto, ddp (ddp_spawn loses "
+                    "strategy state such as replay buffers after every experience)"),
+    "process_group_backend": Key(str, none=True, choices=PROCESS_GROUP_BACKENDS),
+    "precision": Key(choices=PRECISIONS),
+    "gradient_clip_val": Key(float, none=True, minimum=0.0),
+    "deterministic": Key(bool),
+    "log_every_n_steps": Key(int, minimum=1),
+    "enable_progress_bar": Key(bool),
+    "checkpoint": Key(bool),
+    "lightning": Key(dict),  # any other Trainer argument: clplat/trainer_options.py checks each
+}
+
+EVAL = {
+    "every_n_iters": Key(int, none=True, minimum=1),
+    "subset_size": Key(int, minimum=1),
+    "subset_seed": Key(int, minimum=0),
+    "split": Key(str, choices=SPLITS),
+    "tasks": Key(str, choices=TASK_SELECTIONS),
+    "batch_size": Key(int, minimum=1),
+    "initial": Key(bool),
+}
+
+VALIDATION = {
+    "fraction": Key(float, test=lambda v: 0.0 <= v < 1.0, allowed="must be in [0, 1) (0: no validation split)"),
+    "seed": Key(int, minimum=0),
+}
+
+HEAD = {
+    "type": Key(str, choices=HEAD_TYPES),
+    "mask_unseen": Key(bool),
+}
+
+WANDB = {
+    "project": Key(str, none=True),
+    "entity": Key(str, none=True),
+    "group": Key(str, none=True),
+    "tags": Key(list),
+    "mode": Key(str, choices=WANDB_MODES),
+}
+"""The options of clplat's W&B logger (``clplat.logging.wandb_logger``); any other key of its
+entry goes to Lightning's ``WandbLogger`` as it is."""
+
+SCHEMAS = {"trainer": TRAINER, "eval": EVAL, "validation": VALIDATION, "head": HEAD}
+"""The platform-owned groups: their option files declare exactly these keys."""
 
 
-@dataclass
-class HeadSchema:
-    type: str = "auto"
-    mask_unseen: bool = False
+def check_values(group: str, values: Mapping[str, Any], schema: Mapping[str, Key] | None = None,
+                 closed: bool = True) -> None:
+    """Check ``values`` (keys of ``group``) against their schema; ``closed``: refuse unknown keys.
 
-
-@dataclass
-class LoggerSchema:
-    kind: Any = "csv"  # one of LOGGER_KINDS, or a list of them (csv and wandb together)
-    project: Optional[str] = None
-    entity: Optional[str] = None
-    group: Optional[str] = None
-    tags: list = field(default_factory=list)
-    mode: str = "auto"
-
-
-@dataclass
-class ValidationSchema:
-    fraction: float = 0.0
-    seed: int = 0
-
-
-SCHEMAS = {"trainer": TrainerSchema, "eval": EvalSchema, "head": HeadSchema, "logger": LoggerSchema,
-           "validation": ValidationSchema}
-
-
-def _typed(group: str, node: Any) -> Any:
-    """Merge ``node`` onto its schema: unknown keys and wrong types become one-line errors."""
-    schema = SCHEMAS[group]
-    if not isinstance(node, DictConfig):
-        raise ConfigError(group, node, f"must be a mapping with keys {', '.join(f.name for f in fields(schema))}")
-    for key in node.keys():
-        if key not in {f.name for f in fields(schema)}:
-            raise ConfigError(f"{group}.{key}", node.get(key), "unknown key; allowed keys are "
-                              + ", ".join(f.name for f in fields(schema)))
-    try:
-        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), node))
-    except OmegaConfBaseException as err:
-        key = f"{group}.{err.full_key}" if getattr(err, "full_key", None) else group
-        value = node.get(err.full_key) if getattr(err, "full_key", None) in node else None
-        reason = str(err).splitlines()[0]
-        raise ConfigError(key, value, reason) from None
-
-
-def logger_kinds(value: Any) -> list[str]:
-    """``logger.kind`` as a list: one kind (``csv``) or several (``[csv, wandb]``); ``none`` alone."""
-    kinds = [value] if isinstance(value, str) or value is None else list(value)
-    for kind in kinds:
-        check_choice("logger.kind", kind, LOGGER_KINDS)
-    if "none" in kinds and len(kinds) > 1:
-        raise ConfigError("logger.kind", kinds, "none cannot be combined with other loggers")
-    if len(set(kinds)) < len(kinds):
-        raise ConfigError("logger.kind", kinds, "names a logger twice")
-    return [k for k in kinds if k != "none"]
+    A key the schema declares but ``values`` lacks is not checked: the group's option files
+    declare every key, and a run saved before a key existed resumes with the code's behaviour
+    of that time.
+    """
+    schema = SCHEMAS[group] if schema is None else schema
+    if not isinstance(values, Mapping):
+        raise ConfigError(group, values, f"must be a mapping with keys {', '.join(schema)}")
+    for name in values:
+        key = f"{group}.{name}"
+        if name in schema:
+            schema[name].check(key, values[name])
+        elif closed:
+            raise ConfigError(key, values[name], f"unknown key; allowed keys are {', '.join(schema)}")
 
 
 def validate_config(cfg: DictConfig) -> None:
     """Check every platform-owned value; raises ``ConfigError`` on the first bad one."""
-    check_int("seed", cfg.get("seed"), 0)
-    check_choice("plots", cfg.get("plots", True), (True, False))
-    check_int("memory_budget_bytes", cfg.get("memory_budget_bytes"), 1, allow_none=True)
-    trainer = _typed("trainer", cfg.trainer)
-    check_int("trainer.epochs", trainer.epochs, 1, allow_none=True)
-    check_int("trainer.iterations", trainer.iterations, 1, allow_none=True)
-    if trainer.epochs is None and trainer.iterations is None:
+    for name, key in RUN.items():
+        if name in cfg:
+            key.check(name, cfg.get(name))
+    trainer = cfg.trainer
+    check_values("trainer", trainer)
+    if trainer.get("epochs") is None and trainer.get("iterations") is None:
         raise ConfigError("trainer.epochs", None, "set trainer.epochs or trainer.iterations (per-experience budget)")
-    check_int("trainer.batch_size", trainer.batch_size, 1)
-    check_choice("trainer.precision", trainer.precision, PRECISIONS)
-    if str(trainer.accelerator) in ("gpu", "cuda"):
+    if str(trainer.get("accelerator")) in ("gpu", "cuda"):
         import torch
 
         if not torch.cuda.is_available():
             raise ConfigError("trainer.accelerator", trainer.accelerator, "no CUDA GPU is visible on this machine "
                               "(torch.cuda.is_available() is False); run on the CPU with trainer=default")
-    check_int("trainer.log_every_n_steps", trainer.log_every_n_steps, 1)
-    check_float("trainer.gradient_clip_val", trainer.gradient_clip_val, 0.0, allow_none=True)
-    if trainer.strategy not in TRAINER_STRATEGIES:  # ddp_spawn, fsdp, deepspeed, ...
-        raise ConfigError("trainer.strategy", trainer.strategy, "allowed values are auto, ddp (ddp_spawn "
-                          "loses strategy state such as replay buffers after every experience)")
-    check_choice("trainer.process_group_backend", trainer.process_group_backend, (None, *PROCESS_GROUP_BACKENDS))
 
-    ev = _typed("eval", cfg.eval)
-    check_int("eval.every_n_iters", ev.every_n_iters, 1, allow_none=True)
-    check_int("eval.subset_size", ev.subset_size, 1)
-    check_int("eval.subset_seed", ev.subset_seed, 0)
-    check_choice("eval.tasks", ev.tasks, TASK_SELECTIONS)
-    check_int("eval.batch_size", ev.batch_size, 1)
-    check_choice("eval.split", ev.split, SPLITS)
-    validation = _typed("validation", cfg.get("validation", OmegaConf.create({})))
-    if not 0.0 <= validation.fraction < 1.0:
-        raise ConfigError("validation.fraction", validation.fraction, "must be in [0, 1) (0: no validation split)")
-    check_int("validation.seed", validation.seed, 0)
-    if ev.split == "validation" and validation.fraction == 0.0:
-        raise ConfigError("eval.split", ev.split, "needs held-out training data: set validation.fraction "
+    check_values("eval", cfg.eval)
+    validation = cfg.get("validation") or OmegaConf.create({})
+    check_values("validation", validation)
+    if cfg.eval.get("split") == "validation" and validation.get("fraction", 0.0) == 0.0:
+        raise ConfigError("eval.split", cfg.eval.split, "needs held-out training data: set validation.fraction "
                           "(e.g. validation.fraction=0.1)")
+    check_values("head", cfg.head)
 
     optimizer = cfg.get("optimizer")
     if isinstance(optimizer, DictConfig):  # the optimizer class checks the rest when it is built
@@ -158,12 +173,9 @@ def validate_config(cfg: DictConfig) -> None:
         if "weight_decay" in optimizer:
             check_float("optimizer.weight_decay", optimizer.weight_decay, 0.0)
 
-    head = _typed("head", cfg.head)
-    check_choice("head.type", head.type, HEAD_TYPES)
-
-    logger = _typed("logger", cfg.logger)
-    logger_kinds(cfg.logger.get("kind"))
-    check_choice("logger.mode", logger.mode, WANDB_MODES)
+    for name, entry in logger_entries(cfg.get("logger")).items():
+        if entry.get("_target_") == WANDB_FACTORY:  # its other keys go to WandbLogger as they are
+            check_values(f"logger.{name}", entry, WANDB, closed=False)
 
     plugins = cfg.get("plugin")
     if plugins is None:

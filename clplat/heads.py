@@ -12,8 +12,8 @@ from typing import Iterable, Sequence
 import torch
 from torch import Tensor, nn
 
-from clplat.choices import HEAD_TYPES
-from clplat.errors import ConfigError, check_choice
+from clplat.config import check_values
+from clplat.errors import ConfigError
 from clplat.stream import Scenario, Stream
 
 
@@ -75,7 +75,7 @@ class MultiHead(nn.Module):
 
 def build_head(head_type: str, mask_unseen: bool, stream: Stream, in_features: int) -> nn.Module:
     """Choose and build the head for ``stream`` (``auto``: multi-head exactly for task-IL)."""
-    check_choice("head.type", head_type, HEAD_TYPES)
+    check_values("head", {"type": head_type, "mask_unseen": mask_unseen})
     if head_type == "auto":
         head_type = "multi" if stream.scenario is Scenario.TASK_INCREMENTAL else "single"
     if head_type == "multi":

@@ -1,4 +1,8 @@
-"""Experiment loggers: Lightning's CSVLogger (default), WandbLogger, or none.
+"""Experiment loggers: the ``logger`` group's ``_target_`` configs built for a run, and W&B as clplat runs it.
+
+Every entry of the ``logger`` group (``clplat.logger_config``) is instantiated by Hydra; clplat
+adds the arguments only the run knows (``build_loggers``). Lightning's CSVLogger is the default,
+``wandb_logger`` is clplat's W&B logger, and any other Lightning logger can be added by config.
 
 One logger run covers the whole stream; every evaluation is logged at ``step = cl/global_iter``
 (monotonic across experiences), and W&B is told to use ``cl/global_iter`` as the x-axis.
@@ -31,9 +35,8 @@ from typing import Any, Mapping, Sequence
 
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 
-from clplat.choices import WANDB_MODES
-from clplat.config import logger_kinds
-from clplat.errors import ConfigError, check_choice
+from clplat.errors import ConfigError
+from clplat.logger_config import logger_entries
 from clplat.logger_guard import GuardedLogger, unwrap
 
 
@@ -49,8 +52,8 @@ def wandb_api_key_available() -> bool:
 
 
 def resolve_wandb_mode(mode: str) -> str:
-    """``auto``: respect ``WANDB_MODE`` if set, else online with a key and offline without one."""
-    check_choice("logger.mode", mode, WANDB_MODES)
+    """``auto``: respect ``WANDB_MODE`` if set, else online with a key and offline without one
+    (``mode`` is one of ``clplat.choices.WANDB_MODES``: ``clplat.config`` checks it)."""
     if mode != "auto":
         return mode
     env = os.environ.get("WANDB_MODE")
@@ -59,41 +62,112 @@ def resolve_wandb_mode(mode: str) -> str:
     return "online" if wandb_api_key_available() else "offline"
 
 
-def build_loggers(cfg: Mapping[str, Any], run_dir: Path, run_name: str, config: dict[str, Any]) -> list[Logger]:
+def build_loggers(node: Any, run_dir: Path, run_name: str, config: dict[str, Any]) -> list[Logger]:
+    """One logger per entry of the ``logger`` group (``clplat.logger_config``), in the order given.
+
+    Hydra instantiates each entry; clplat then passes what only the run knows to a logger whose
+    signature names it: ``save_dir`` (the run directory), ``run_name`` and ``run_config`` (the
+    resolved config, passed as it is: Hydra would instantiate the ``_target_`` nodes inside it).
+    An entry that sets one of them itself keeps its own value.
+    """
+    from clplat.experiment import instantiate_node
+
+    run = {"save_dir": str(run_dir), "run_name": run_name, "run_config": config}
     loggers: list[Logger] = []
-    for kind in logger_kinds(cfg.get("kind")):
-        if kind == "csv":
-            loggers.append(CSVLogger(save_dir=str(run_dir), name="logs", version="csv"))
-        else:
-            loggers.append(_wandb_logger(cfg, run_dir, run_name, config))
+    for name, entry in logger_entries(node).items():
+        key = f"logger.{name}"
+        accepted, _ = _parameters(logger_target(key, entry["_target_"]))
+        factory = instantiate_node(entry, key, _partial_=True, _convert_="all")
+        try:
+            logger = factory(**{k: v for k, v in run.items() if k in accepted and k not in entry})
+        except TypeError as err:  # an argument the class does not take, or one it lacks
+            raise ConfigError(key, entry["_target_"], f"could not be built: {str(err).splitlines()[0]}") from None
+        if not isinstance(logger, Logger):
+            raise ConfigError(f"{key}._target_", entry["_target_"], "must build a lightning.pytorch.loggers.Logger, "
+                              f"not {type(logger).__name__}")
+        loggers.append(logger)
     return loggers
 
 
-def _wandb_logger(cfg: Mapping[str, Any], run_dir: Path, run_name: str, config: dict[str, Any]) -> WandbLogger:
+def check_logger_targets(node: Any) -> None:
+    """Every logger entry names an importable Logger class (or a factory) that takes its keys:
+    the preflight's check, which builds nothing (a W&B logger would start a run)."""
+    for name, entry in logger_entries(node).items():
+        key = f"logger.{name}"
+        target = logger_target(key, entry["_target_"])
+        if isinstance(target, type) and not issubclass(target, Logger):
+            raise ConfigError(f"{key}._target_", entry["_target_"], "must be a lightning.pytorch.loggers."
+                              f"Logger class (or a function returning one), not {target.__name__}")
+        accepted, open_ended = _parameters(target)
+        if open_ended:  # extra keys go on (WandbLogger's to wandb.init): checked when the logger is built
+            continue
+        for option in entry:
+            if not str(option).startswith("_") and option not in accepted:
+                raise ConfigError(f"{key}.{option}", entry[option], f"not an argument of {entry['_target_']}; "
+                                  f"its arguments: {', '.join(sorted(accepted))}")
+
+
+def logger_target(key: str, target: str) -> Any:
+    """The class or factory a logger entry names; ``ConfigError`` when it cannot be imported.
+
+    Imported here rather than with ``hydra.utils.get_object``, which logs its failure on several
+    lines before raising: the user gets one.
+    """
+    import importlib
+
+    module, _, name = target.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except Exception as err:  # noqa: BLE001 - any import failure is the entry's
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ConfigError(f"{key}._target_", target, f"cannot be imported ({reason})") from None
+
+
+def _parameters(target: Any) -> tuple[set[str], bool]:
+    """The keyword parameters ``target`` names, and whether it takes others (``**kwargs``, or a
+    signature that cannot be read)."""
+    import inspect
+
+    try:
+        parameters = inspect.signature(target).parameters.values()
+    except (TypeError, ValueError):
+        return set(), True
+    named = {p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    return named, any(p.kind is p.VAR_KEYWORD for p in parameters)
+
+
+def wandb_logger(*, save_dir: str, run_name: str, run_config: dict[str, Any], project: str | None,
+                 entity: str | None, group: str | None, tags: Sequence[str], mode: str,
+                 **options: Any) -> WandbLogger:
+    """Lightning's ``WandbLogger`` as clplat runs it (``conf/logger/wandb.yaml``, the ``_target_``).
+
+    Silent (one line of ``describe_wandb`` instead of wandb's banner), offline without an API key
+    (``mode: auto``), named and grouped for sweeps (``wandb_run_metadata``), and resumed: a run
+    that finds an earlier attempt's W&B run in ``save_dir`` continues it under that attempt's
+    name, group and job type. ``options`` go to ``WandbLogger`` (and on to ``wandb.init``).
+    """
     import wandb
 
-    mode = resolve_wandb_mode(cfg.get("mode", "auto"))
+    run_dir = Path(save_dir)
     wandb.setup(wandb.Settings(silent=True))  # silent from the start: init's own warnings included
-    tags = list(cfg.get("tags") or [])
-    if not all(isinstance(t, str) for t in tags):
-        raise ConfigError("logger.tags", tags, "must be a list of strings")
     previous = previous_wandb_run_id(run_dir)  # a resumed run continues its W&B run
     identity = run_dir / "wandb" / WANDB_IDENTITY_FILE
     if previous and identity.is_file():  # with the first attempt's name, group and job type (a
         meta = json.loads(identity.read_text())  # sweep job resumed by hand runs outside its sweep)
     else:
-        meta = wandb_run_metadata(config, run_name, cfg.get("group"), tags)
+        meta = wandb_run_metadata(run_config, run_name, group, list(tags))
     logger = WandbLogger(
-        project=cfg.get("project") or "clplat",
-        entity=cfg.get("entity"),
-        save_dir=str(run_dir),
-        mode=mode,
-        config=config,
+        project=project,
+        entity=entity,
+        save_dir=save_dir,
+        mode=resolve_wandb_mode(mode),
+        config=run_config,
         # wandb's own banner, sync hints and summary (about 36 lines a run) give way to the one
         # line of describe_wandb() in the run's progress output
         settings=wandb.Settings(silent=True),
         **({"id": previous, "resume": "allow"} if previous else {}),
         **meta,
+        **options,
     )
     run = logger.experiment  # start the run now so its x-axis is defined before any metric
     if hasattr(run, "define_metric"):
@@ -263,7 +337,7 @@ def wandb_run_metadata(config: Mapping[str, Any], run_name: str, group: str | No
                        tags: Sequence[str]) -> dict[str, Any]:
     """``name``, ``group``, ``job_type`` and ``tags`` of the W&B run.
 
-    In a multirun: group = the sweep directory (``<date>/<time>``) unless ``logger.group`` is
+    In a multirun: group = the sweep directory (``<date>/<time>``) unless ``logger.wandb.group`` is
     set, job type = the swept overrides without the seed, name = ``<run_name>#<job number>``.
     """
     names = component_names(config)

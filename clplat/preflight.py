@@ -86,11 +86,19 @@ def _explain(err: BaseException, overrides: list[str], config_name: str) -> str:
         key = missing_key.group(1)
         given = next((o for o in overrides if o.split("=", 1)[0].lstrip("+~") == key), key)
         parent, _, leaf = key.rpartition(".")
-        keys = _keys_at(parent, [o for o in overrides if o != given], config_name)
+        others = [o for o in overrides if o != given]
+        keys = _keys_at(parent, others, config_name)
         close = difflib.get_close_matches(leaf, keys, n=1, cutoff=0.6)
-        hint = (f"did you mean {parent + '.' if parent else ''}{close[0]}?" if close
-                else f"the keys of {parent or 'the config'} are: {', '.join(sorted(keys))}")
-        return f"{given} is not valid: no such key; {hint}"
+        if close:
+            return f"{given} is not valid: no such key; did you mean {parent + '.' if parent else ''}{close[0]}?"
+        if keys or not parent:
+            return f"{given} is not valid: no such key; the keys of {parent or 'the config'} are: {', '.join(sorted(keys))}"
+        ancestor = parent  # the node itself is absent (logger.wandb.mode with logger=csv): say where it is not
+        while ancestor and not keys:
+            ancestor = ancestor.rpartition(".")[0]
+            keys = _keys_at(ancestor, others, config_name)
+        return (f"{given} is not valid: no such key; the config has no {parent} (the keys of "
+                f"{ancestor or 'the config'} are: {', '.join(sorted(keys))})")
     if missing_option:
         group, name = missing_option.groups()
         options = sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml")) if (CONF_DIR / group).is_dir() else []
@@ -208,6 +216,7 @@ def preflight(argv: Sequence[str]) -> None:
             composed.append((overrides, cfg))
     from clplat.distributed import check_ddp_support
     from clplat.experiment import build_backbone, build_optimizer, build_strategy
+    from clplat.logging import check_logger_targets
     from clplat.trainer_options import build_callbacks, lightning_options
 
     for overrides, cfg in composed:  # then what only building the parts can tell
@@ -217,6 +226,7 @@ def preflight(argv: Sequence[str]) -> None:
             build_backbone(cfg, input_size=1)  # the stream (and its input size) is built by the run
             lightning_options(cfg.trainer.get("lightning"))
             build_callbacks(cfg.get("callbacks"))
+            check_logger_targets(cfg.get("logger"))
 
 
 def check_sweeper(overrides: list[str]) -> None:

@@ -34,7 +34,7 @@ SET_BY_TRAINER_CONFIG = {
 """Lightning argument -> the ``trainer.*`` key that sets it."""
 
 SET_BY_THE_LOOP = {
-    "logger": "the logger group sets the loggers (logger=csv|wandb|csv_wandb|none)",
+    "logger": "the logger group sets the loggers (logger=csv|wandb|csv_wandb|none, +logger.<name>._target_=...)",
     "callbacks": "use the callbacks group (callbacks=<name> or +callbacks.<name>._target_=...)",
     "min_epochs": "the budget per experience is trainer.epochs or trainer.iterations",
     "min_steps": "the budget per experience is trainer.epochs or trainer.iterations",

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 
-from clplat.config import validate_config
+from clplat.config import SCHEMAS, WANDB, validate_config
 from clplat.experiment import build_backbone, build_optimizer, build_strategy
 from clplat.logging import build_loggers, finish_wandb
 from tests.conftest import CONF_DIR, compose_config
@@ -51,8 +51,18 @@ def test_option_composes_validates_and_instantiates(group, name, tmp_path, monke
 def test_default_config_is_the_documented_experiment(tmp_path):
     cfg = compose_config([], tmp_path / "run")
     assert cfg.stream.name == "split_mnist1d" and cfg.strategy._target_ == "clplat.strategies.replay.Replay"
-    assert cfg.backbone._target_.endswith("GRUBackbone") and cfg.logger.kind == "csv"
+    assert cfg.backbone._target_.endswith("GRUBackbone") and list(cfg.logger) == ["csv"]
     assert Path(CONF_DIR / "train.yaml").exists()
+
+
+@pytest.mark.parametrize("group", sorted(SCHEMAS))
+def test_the_option_files_declare_exactly_the_schemas_keys(group, tmp_path):
+    """Defaults live in the YAML, types and checks in clplat/config.py: the two name the same keys."""
+    for name in options(group) if (CONF_DIR / group).is_dir() else [None]:
+        cfg = compose_config([f"{group}={name}"] if name else [], tmp_path / "run")
+        assert set(cfg[group]) == set(SCHEMAS[group]), f"{group}={name}"
+    wandb = compose_config(["logger=wandb"]).logger.wandb
+    assert set(wandb) - {"_target_"} == set(WANDB)
 
 
 def test_plugins_compose_in_the_order_given(tmp_path):

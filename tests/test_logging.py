@@ -181,7 +181,7 @@ def test_a_resumed_run_keeps_its_wandb_identity(make_cfg, monkeypatch):
     from tests.helpers import interrupt_at
 
     monkeypatch.setenv("WANDB_MODE", "offline")
-    cfg = make_cfg("logger=wandb", "logger.tags=[first]")
+    cfg = make_cfg("logger=wandb", "logger.wandb.tags=[first]")
     interrupt_at(monkeypatch, 14, RunInterrupted(signal.SIGINT))
     with pytest.raises(RunInterrupted):
         run_experiment(cfg)
@@ -229,3 +229,59 @@ def test_a_run_killed_by_sigkill_resumes_into_the_same_wandb_history_from_step_0
     losses = history.dropna(subset=["train/loss"])["cl/global_iter"].astype(int)
     steps = pd.read_csv(run_dir / "logs" / "csv" / "metrics.csv").dropna(subset=["train/loss"])["cl/global_iter"]
     assert sorted(losses.tolist()) == sorted(steps.astype(int).tolist()) and min(losses) == 5
+
+
+# -- the logger group ------------------------------------------------------------------------------
+
+_OLD_WANDB = {"project": "clplat", "entity": None, "group": None, "tags": [], "mode": "auto"}
+OLD_FORM = {"csv": {"kind": "csv"}, "wandb": {"kind": "wandb", **_OLD_WANDB},
+            "csv_wandb": {"kind": ["csv", "wandb"], **_OLD_WANDB}, "none": {"kind": "none"}}
+"""``logger`` as runs saved it before loggers were ``_target_`` configs, for each option."""
+
+
+@pytest.mark.parametrize("option", sorted(OLD_FORM))
+def test_the_old_logger_kind_reads_as_the_option_it_named(option):
+    from omegaconf import OmegaConf
+
+    from clplat.logger_config import logger_entries
+    from tests.conftest import compose_config
+
+    entries = logger_entries(OmegaConf.create(OLD_FORM[option]))
+    assert {k: OmegaConf.to_container(v) for k, v in entries.items()} == \
+        OmegaConf.to_container(compose_config([f"logger={option}"]).logger)
+    mine = logger_entries(OmegaConf.create({"kind": "wandb", "project": "p", "tags": ["a"], "mode": "offline"}))
+    assert OmegaConf.to_container(mine["wandb"]) == {"_target_": "clplat.logging.wandb_logger", "project": "p",
+                                                     "entity": None, "group": None, "tags": ["a"], "mode": "offline"}
+
+
+@pytest.mark.parametrize("old, expected", [
+    ({"kind": "tensorboard"}, "logger.kind='tensorboard' is not valid: allowed values are csv, wandb, none"),
+    ({"kind": ["csv", "csv"]}, "logger.kind=['csv', 'csv'] is not valid: names a logger twice"),
+    ({"kind": ["none", "wandb"]}, "none with other loggers"),
+])
+def test_a_bad_old_logger_kind_is_one_line(old, expected):
+    from omegaconf import OmegaConf
+
+    from clplat.logger_config import logger_entries
+
+    with pytest.raises(ConfigError) as err:
+        logger_entries(OmegaConf.create(old))
+    assert expected in str(err.value) and "\n" not in str(err.value)
+
+
+def test_any_lightning_logger_is_added_by_config_and_gets_the_run_directory(make_cfg):
+    """``+logger.<name>._target_=<class>``: no code names the logger; clplat passes ``save_dir``."""
+    cfg = make_cfg("strategy=naive", "logger=csv", "+logger.tb._target_=lightning.pytorch.loggers.TensorBoardLogger",
+                   "+logger.tb.name=tb", "trainer.log_every_n_steps=1")
+    run_experiment(cfg)
+    run_dir = Path(cfg.run_dir)
+    assert list((run_dir / "tb" / "version_0").glob("events.out.tfevents.*"))
+    assert (run_dir / "logs" / "csv" / "metrics.csv").is_file()
+
+
+def test_a_logger_argument_the_class_does_not_take_is_one_line(make_cfg):
+    cfg = make_cfg("strategy=naive", "logger=csv", "+logger.csv.colour=red")
+    with pytest.raises(ConfigError) as err:
+        run_experiment(cfg)
+    assert str(err.value).startswith("logger.csv=") and "could not be built" in str(err.value)
+    assert "\n" not in str(err.value)

@@ -125,3 +125,45 @@ def test_resume_keeps_the_csv_log_and_accumulates_wall_time(make_cfg, monkeypatc
     assert log_rows(partial) == log_rows(reference)
     summary = json.loads((Path(partial.run_dir) / "summary.json").read_text())
     assert summary["resumed"] and summary["wall_time_s"] > before
+
+
+def test_a_run_saved_with_the_old_logger_kind_resumes_and_loads(make_cfg, monkeypatch):
+    """Runs made before loggers were ``_target_`` configs saved ``logger: {kind: [csv, wandb],
+    <W&B options>}`` in config.yaml and hashed it into their checkpoints: they resume with the
+    loggers that form named, compute what a run of today's form computes, and load."""
+    import csv
+
+    import clplat
+    from omegaconf import OmegaConf
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    reference = make_cfg("strategy=naive", "logger=csv_wandb", "trainer.log_every_n_steps=1")
+    run_experiment(reference)
+    old = make_cfg("strategy=naive", "trainer.log_every_n_steps=1")
+    with open_dict(old):
+        old.logger = {"kind": ["csv", "wandb"], "project": "clplat", "entity": None, "group": None,
+                      "tags": ["old"], "mode": "auto"}
+    interrupt_at(monkeypatch, 14, RunInterrupted(signal.SIGTERM))
+    with pytest.raises(RunInterrupted):
+        run_experiment(old)
+    monkeypatch.undo()
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    run_dir = Path(old.run_dir)
+    saved = OmegaConf.load(run_dir / "config.yaml")  # what clplat-train resume=<run dir> continues with
+    assert saved.logger.kind == ["csv", "wandb"]
+    with open_dict(saved):
+        saved.run_dir = saved.resume = str(run_dir)
+    assert run_experiment(saved, resume=True).summary["resumed"] is True
+    assert "kind:" in (run_dir / "config.yaml").read_text()  # the saved config is never rewritten
+    attempts = list((run_dir / "wandb").glob("offline-run-*"))
+    assert len(attempts) == 2 and len({p.name.split("-")[3] for p in attempts}) == 1  # one W&B run, continued
+
+    def log_rows(path: Path) -> list[dict[str, str]]:
+        with (path / "logs" / "csv" / "metrics.csv").open(newline="") as fh:
+            return [{k: v for k, v in row.items() if v} for row in csv.DictReader(fh)]
+
+    assert log_rows(run_dir) == log_rows(Path(reference.run_dir))
+    (old_metrics, old_summary), (new_metrics, new_summary) = comparable(run_dir), comparable(Path(reference.run_dir))
+    assert old_summary.pop("config_hash") != new_summary.pop("config_hash")  # the hash of the config as written
+    assert (old_metrics, old_summary) == (new_metrics, new_summary)
+    assert clplat.load_run(run_dir).model() is not None

@@ -45,9 +45,9 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 
-from clplat.choices import SPLITS, TASK_SELECTIONS
+from clplat.config import check_values
 from clplat.distributed import all_reduce_sum, world
-from clplat.errors import ConfigError, check_choice, check_int
+from clplat.errors import ConfigError
 from clplat.evaluation.results import Evaluation, ResultsStore
 from clplat.seeds import SeedStream, seeded_generator
 from clplat.stream import Stream
@@ -58,15 +58,11 @@ class ContinualEvaluator(Callback):
     def __init__(self, stream: Stream, every_n_iters: int | None = 10, subset_size: int = 1000,
                  tasks: str = "seen", batch_size: int = 4096, initial: bool = True, subset_seed: int = 0,
                  split: str = "test"):
-        check_choice("eval.split", split, SPLITS)
+        check_values("eval", {"every_n_iters": every_n_iters, "subset_size": subset_size, "subset_seed": subset_seed,
+                              "split": split, "tasks": tasks, "batch_size": batch_size, "initial": initial})
         if split == "validation" and any(exp.valid is None for exp in stream):
             raise ConfigError("eval.split", split, "needs held-out training data: set validation.fraction "
                               "(e.g. validation.fraction=0.1)")
-        check_int("eval.every_n_iters", every_n_iters, 1, allow_none=True)
-        check_int("eval.subset_size", subset_size, 1)
-        check_int("eval.subset_seed", subset_seed, 0)
-        check_choice("eval.tasks", tasks, TASK_SELECTIONS)
-        check_int("eval.batch_size", batch_size, 1)
         self.every_n_iters = every_n_iters
         self.subset_size = subset_size
         self.tasks = tasks
