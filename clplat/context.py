@@ -73,7 +73,7 @@ class BaseCapabilities:
     stores_logits: bool = False
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity: it holds the module
 class RunContext:
     """The run as hooks see it. Fields below the first two change during the run; the
     dispatcher updates them before the hooks that depend on them run."""
