@@ -23,7 +23,7 @@ from omegaconf import OmegaConf
 from clplat.backbones.rnn import GRUBackbone
 from clplat.heads import SingleHead
 from clplat.module import ContinualModule
-from clplat.strategy import compose
+from clplat.hooks import Hooks
 from clplat.strategies.der import DER
 from clplat.strategies.refresh import Refresh
 from clplat.streams.sources.mnist1d_source import mnist1d
@@ -55,14 +55,14 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     stream = split_stream(mnist1d(num_samples=5000, seed=42), n_experiences=5, classes_per_experience=2)
-    strategy = compose(DER(buffer_size=500, alpha=0.1, beta=0.5), [refresh(args.form)])
+    hooks = Hooks(DER(buffer_size=500, alpha=0.1, beta=0.5), [refresh(args.form)])
     module = ContinualModule(GRUBackbone(stream[0].train.x.shape[-1], 128), SingleHead(128, stream.num_classes),
-                             strategy, OPTIMIZERS[args.optimizer])
-    strategy.setup(module, stream)
+                             hooks, OPTIMIZERS[args.optimizer])
+    hooks.setup(module, stream)
     generator = torch.Generator().manual_seed(0)
     for exp in list(stream)[: args.experiences]:
         optimizer = OPTIMIZERS[args.optimizer](module.parameters())
-        strategy.before_experience(exp)
+        hooks.before_experience(exp)
         ratios, n = [], len(exp.train)
         for _ in range(args.epochs):
             order = torch.randperm(n, generator=generator)
@@ -70,17 +70,17 @@ def main() -> None:
                 idx = order[start:start + 32]
                 batch = (exp.train.x[idx], exp.train.y[idx], exp.train.task[idx])
                 a = flat(module)
-                strategy.before_training_step(batch)
+                hooks.before_training_step(batch)
                 b = flat(module)
-                loss = strategy.training_step(batch)
+                loss = hooks.training_step(batch)
                 optimizer.zero_grad()
                 loss.backward()
-                strategy.before_optimizer_step()
+                hooks.before_optimizer_step()
                 optimizer.step()
-                strategy.after_optimizer_step(batch)
+                hooks.after_optimizer_step(batch)
                 if (b - a).norm() > 0:
                     ratios.append(float((b - a).norm() / (flat(module) - b).norm()))
-        strategy.after_experience(exp)
+        hooks.after_experience(exp)
         q = statistics.quantiles(ratios, n=4)
         print(f"{args.optimizer} {args.form} experience {exp.index}: {len(ratios)} refreshes, unlearning / "
               f"optimizer step: q1 {q[0]:.2e} median {q[1]:.2e} q3 {q[2]:.2e}", flush=True)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
 import torch.distributed as dist
@@ -30,6 +30,9 @@ from torch import Tensor
 from clplat import config_dir
 from clplat.choices import PROCESS_GROUP_BACKENDS, TRAINER_STRATEGIES
 from clplat.errors import ConfigError
+
+if TYPE_CHECKING:
+    from clplat.hooks import Hooks
 
 CONF_DIR = config_dir()
 
@@ -73,15 +76,15 @@ def ddp_capable_strategies(conf_dir: Path = CONF_DIR) -> list[str]:
     return names
 
 
-def check_ddp_support(trainer_cfg: Mapping[str, Any], strategy: Any) -> int:
-    """Refuse, with one line, a multi-process run of a strategy that does not declare
-    ``supports_ddp``; returns the world size. (``trainer.strategy`` and the backend are checked
-    by ``clplat.config.validate_config``.)"""
+def check_ddp_support(trainer_cfg: Mapping[str, Any], hooks: "Hooks") -> int:
+    """Refuse, with one line, a multi-process run of a strategy (or plugin) that does not declare
+    ``supports_ddp``; returns the world size.
+    (``trainer.strategy`` and the backend are checked by ``clplat.config.validate_config``.)"""
     world = planned_world_size(trainer_cfg)
-    if world > 1 and not getattr(strategy, "supports_ddp", False):
+    if world > 1 and not hooks.supports_ddp:
         allowed = ", ".join(ddp_capable_strategies())
         raise ConfigError("trainer.devices", trainer_cfg.get("devices"),
-                          f"strategy {strategy.name!r} does not support multi-process (ddp) training; "
+                          f"strategy {hooks.name!r} does not support multi-process (ddp) training; "
                           f"use trainer.devices=1, or one of the strategies that do: {allowed} (no plugins)")
     return world
 

@@ -51,7 +51,8 @@ from clplat.module import ContinualModule
 from clplat.progress import StreamProgress
 from clplat.search_space import without_search_space
 from clplat.stream import Stream, hold_out_validation
-from clplat.strategy import Plugin, Strategy, compose
+from clplat.hooks import Hooks
+from clplat.strategy import Component, Plugin
 from clplat.strategy_hooks import StrategyHooks
 from clplat.trainer_options import build_callbacks, lightning_options
 from clplat.seeds import SeedStream, seeded_generator
@@ -126,10 +127,11 @@ def instantiate_node(node: DictConfig, key: str, **kwargs: Any) -> Any:
         raise ConfigError(key, node.get("_target_"), f"could not be built: {reason}") from err
 
 
-def build_strategy(cfg: DictConfig) -> Strategy:
-    """The configured strategy with its plugins (cheap: no data or buffers are allocated)."""
+def build_hooks(cfg: DictConfig) -> Hooks:
+    """The configured strategy with its plugins, behind the run's dispatcher (cheap: no data or
+    buffers are allocated). A plugin named as the strategy is refused by ``Hooks``."""
     base = instantiate_node(cfg.strategy, "strategy")
-    if not isinstance(base, Strategy):
+    if not isinstance(base, Component):
         raise ConfigError("strategy._target_", cfg.strategy.get("_target_"), "must build a clplat.strategy.Strategy")
     plugins = []
     for name, node in (cfg.get("plugin") or {}).items():  # None or an empty mapping: no plugins
@@ -137,7 +139,7 @@ def build_strategy(cfg: DictConfig) -> Strategy:
         if not isinstance(plugin, Plugin):
             raise ConfigError(f"plugin.{name}._target_", node.get("_target_"), "must build a clplat.strategy.Plugin")
         plugins.append(plugin)
-    return compose(base, plugins)
+    return Hooks(base, plugins)
 
 
 def build_optimizer(cfg: DictConfig) -> Any:
@@ -176,11 +178,11 @@ def build_backbone(cfg: DictConfig, input_size: int) -> RecurrentBackbone:
     return backbone
 
 
-def build_module(cfg: DictConfig, stream: Stream, strategy: Strategy) -> ContinualModule:
-    """Backbone, head and the strategy's hooks in one LightningModule, shaped for ``stream``."""
+def build_module(cfg: DictConfig, stream: Stream, hooks: Hooks) -> ContinualModule:
+    """Backbone, head and the run's hooks in one LightningModule, shaped for ``stream``."""
     backbone = build_backbone(cfg, input_size=stream.input_shape[1])
     head = build_head(cfg.head.type, cfg.head.mask_unseen, stream, backbone.out_dim)
-    return ContinualModule(backbone, head, strategy, build_optimizer(cfg))
+    return ContinualModule(backbone, head, hooks, build_optimizer(cfg))
 
 
 def build_stream(cfg: DictConfig) -> Stream:
@@ -249,16 +251,16 @@ def run_experiment(cfg: DictConfig, resume: bool = False) -> RunResult:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
     stream = build_stream(cfg)
-    strategy = build_strategy(cfg)
-    strategy.check_stream(stream)
-    world_size = check_ddp_support(cfg.trainer, strategy)
+    hooks = build_hooks(cfg)
+    hooks.check_stream(stream)
+    world_size = check_ddp_support(cfg.trainer, hooks)
     if world_size > 1:
         if not _hydra_choices() and "LOCAL_RANK" not in os.environ:
             # Lightning's ddp launcher re-runs sys.argv for the other ranks: that must be clplat-train
             raise ConfigError("trainer.devices", cfg.trainer.devices, "multi-process runs start from the command "
                               "line (clplat-train / python -m clplat.train), not from run_experiment in-process")
-        strategy.distribute(rank, world_size)
-    module = build_module(cfg, stream, strategy)
+        hooks.distribute(rank, world_size)
+    module = build_module(cfg, stream, hooks)
     ev = cfg.eval
     evaluator = ContinualEvaluator(stream, ev.every_n_iters, ev.subset_size, ev.tasks, ev.batch_size,
                                    ev.initial, subset_seed=ev.subset_seed, split=ev.split)
@@ -294,7 +296,7 @@ def run_experiment(cfg: DictConfig, resume: bool = False) -> RunResult:
     progress.info(f"{run_name} -> {run_dir}")
     if (wandb_line := describe_wandb(loggers)) is not None:
         progress.info(wandb_line)
-    strategy.setup(module, stream)
+    hooks.setup(module, stream)
     start = 0
     earlier_wall_time = 0.0  # of the attempts before this one, up to the checkpoint resumed from
     if resume and (found := latest_checkpoint(run_dir, rank, world_size)) is not None:
@@ -307,14 +309,14 @@ def run_experiment(cfg: DictConfig, resume: bool = False) -> RunResult:
     elif resume:
         keep_csv_log_until(loggers, -1)
     online = online_regime(stream)
-    strategy.plan(lambda data: experience_iterations(len(data), tcfg, online))
+    hooks.plan(lambda data: experience_iterations(len(data), tcfg, online))
     if online is not None:
         progress.info(f"online stream: one pass per experience in batches of {online['batch_size']} "
                       "(trainer.epochs, trainer.iterations and trainer.batch_size are ignored)")
     try:
         with stop_on_signals():
             for exp in stream.experiences[start:]:
-                _train_experience(trainer, module, strategy, evaluator, exp, tcfg, cfg.seed, online)
+                _train_experience(trainer, module, hooks, evaluator, exp, tcfg, cfg.seed, online)
                 evaluation = evaluator.evaluate_boundary(trainer, module)
                 if rank == 0:
                     evaluator.results.save_csv(run_dir / "metrics.csv")
@@ -334,7 +336,7 @@ def run_experiment(cfg: DictConfig, resume: bool = False) -> RunResult:
         plots = save_run_plots(table, run_dir) if cfg.get("plots", True) else {}
         summary = {
             **summarize(table, scenario=stream.scenario.value),
-            "strategy": strategy.name,
+            "strategy": hooks.name,
             "stream": stream.name,
             "scenario": stream.scenario.value,
             "num_experiences": len(stream),
@@ -342,8 +344,8 @@ def run_experiment(cfg: DictConfig, resume: bool = False) -> RunResult:
             "eval": {"split": ev.split, "every_n_iters": ev.every_n_iters, "subset_size": ev.subset_size,
                      "tasks": ev.tasks, "averaging": "macro over tasks"},
             "params": {"backbone": count_parameters(module.backbone), "head": count_parameters(module.head)},
-            "strategy_state": strategy.summary(),
-            "resources": strategy.resources(cfg.get("memory_budget_bytes")),  # docs/metrics.md
+            "strategy_state": hooks.summary(),
+            "resources": hooks.resources(cfg.get("memory_budget_bytes")),  # docs/metrics.md
             "seed": cfg.seed,
             "config_hash": digest,
             "resumed": resume,
@@ -414,22 +416,22 @@ def online_regime(stream: Stream) -> dict[str, int] | None:
 def experience_iterations(num_samples: int, tcfg: DictConfig, online: dict[str, int] | None, scale: int = 1) -> int:
     """Optimizer steps of one experience training on ``num_samples`` samples: the trainer budget
     (times ``scale``), or one pass in the online regime whatever the budget says. The loop and
-    ``Strategy.plan`` both use it, so a strategy's step count in advance is the loop's."""
+    ``Hooks.plan`` both use it, so a strategy's step count in advance is the loop's."""
     if online is not None:
         return iterations_for(num_samples, online["batch_size"], epochs=1, iterations=None)
     return iterations_for(num_samples, tcfg.batch_size, tcfg.epochs, tcfg.iterations, scale)
 
 
-def _train_experience(trainer: L.Trainer, module: ContinualModule, strategy: Strategy, evaluator: ContinualEvaluator,
+def _train_experience(trainer: L.Trainer, module: ContinualModule, hooks: Hooks, evaluator: ContinualEvaluator,
                       exp, tcfg: DictConfig, seed: int, online: dict[str, int] | None = None) -> None:
     evaluator.begin_experience(exp.index)
     module.head.observe_classes(exp.classes)
-    strategy.before_experience(exp)
-    data = strategy.train_data(exp)
+    hooks.before_experience(exp)
+    data = hooks.train_data(exp)
     iters = 0
     batch_size = tcfg.batch_size if online is None else online["batch_size"]
     if data is not None and len(data) > 0:
-        iters = experience_iterations(len(data), tcfg, online, strategy.budget_scale(exp))
+        iters = experience_iterations(len(data), tcfg, online, hooks.budget_scale(exp))
     if iters > 0:
         loader = ExperienceLoader(data, batch_size, iters, seeded_generator(seed, SeedStream.TRAIN_BATCHES, exp.index),
                                   rank=trainer.global_rank, world_size=trainer.world_size)
@@ -439,8 +441,8 @@ def _train_experience(trainer: L.Trainer, module: ContinualModule, strategy: Str
             warnings.filterwarnings("ignore", message=".*does not have many workers.*")
             warnings.filterwarnings("ignore", message=".*The number of training batches.*")
             trainer.fit(module, train_dataloaders=loader)
-    strategy.after_experience(exp)
-    strategy.record_memory()  # the peak in summary.json's resources
+    hooks.after_experience(exp)
+    hooks.record_memory()  # the peak in summary.json's resources
 
 
 def _hydra_choices() -> dict[str, str]:
@@ -472,4 +474,4 @@ def format_summary(R: np.ndarray, summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["run_experiment", "build_strategy", "build_stream", "RunResult", "format_summary"]
+__all__ = ["run_experiment", "build_hooks", "build_stream", "RunResult", "format_summary"]

@@ -41,12 +41,12 @@ def model_from_checkpoint(path: str | Path, map_location: Any = "cpu") -> "Conti
 def module_from_checkpoint(cfg: Any, checkpoint: dict[str, Any]) -> "ContinualModule":
     """Build the run's module from ``cfg`` and load a loaded checkpoint's weights and strategy
     state into it (eval mode): the one way a saved model is rebuilt."""
-    from clplat.experiment import build_module, build_strategy, build_stream
+    from clplat.experiment import build_hooks, build_module, build_stream
 
     stream = build_stream(cfg)
-    strategy = build_strategy(cfg)
-    module = build_module(cfg, stream, strategy)
-    strategy.setup(module, stream)
+    hooks = build_hooks(cfg)
+    module = build_module(cfg, stream, hooks)
+    hooks.setup(module, stream)
     module.load_state_dict(checkpoint["state_dict"])
     module.on_load_checkpoint(checkpoint)
     return module.eval()

@@ -1,8 +1,9 @@
-"""``ContinualModule``: the LightningModule that holds backbone, head and strategy.
+"""``ContinualModule``: the LightningModule that holds backbone, head and the run's hooks.
 
-Training steps and predictions are delegated to the strategy, so methods that train or predict
-differently plug in without special cases here. The strategy's optimizer-step hooks are run by
-the ``clplat.strategy_hooks.StrategyHooks`` callback, not by this module: Lightning calls the
+Training steps and the optimizer are delegated to the strategy through the dispatcher
+(``self.hooks``, ``clplat.hooks.Hooks``), so methods that train differently plug in without
+special cases here. The strategy's optimizer-step hooks are run by the
+``clplat.strategy_hooks.StrategyHooks`` callback, not by this module: Lightning calls the
 module's batch-end hook after every callback's, which would let the evaluator score the model
 before the strategy's post-step work. The optimizer is a factory (a Hydra
 ``_partial_`` config) because Lightning re-creates optimizers at every ``fit``, i.e. at every
@@ -20,6 +21,7 @@ from torch import Tensor, nn
 from clplat.backbones.base import RecurrentBackbone
 from clplat.distributed import all_reduce_sum, world
 from clplat.errors import TrainingDiverged
+from clplat.hooks import Hooks
 from clplat.strategy import Batch, Strategy
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
@@ -41,14 +43,19 @@ def skip_graph_capture_check(optimizer: torch.optim.Optimizer) -> None:
 
 
 class ContinualModule(L.LightningModule):
-    def __init__(self, backbone: RecurrentBackbone, head: nn.Module, strategy: Strategy,
-                 optimizer: OptimizerFactory):
+    def __init__(self, backbone: RecurrentBackbone, head: nn.Module, hooks: Hooks, optimizer: OptimizerFactory):
         super().__init__()
         self.backbone = backbone
         self.head = head
-        self.strategy = strategy
+        self.hooks = hooks
         self.optimizer_factory = optimizer
         self.last_loss: Tensor | None = None
+
+    @property
+    def strategy(self) -> Strategy:
+        """The run's strategy (its plugins are ``hooks.plugins``): ``model.strategy.predict(x, task)``
+        is what the evaluator scores."""
+        return self.hooks.base
 
     def __setattr__(self, name: str, value: Any) -> None:
         # Lightning records the running hook's name on the module around every hook call, about
@@ -64,15 +71,17 @@ class ContinualModule(L.LightningModule):
         return self.head(self.backbone(x), task)
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        self.strategy.before_training_step(batch)
-        loss = self.strategy.training_step(batch)
-        self.strategy.count_training_step(batch[0].shape[0])  # summary.json resources
+        hooks = self.hooks
+        hooks.before_training_step(batch)
+        loss = hooks.training_step(batch)
+        hooks.usage.count_training_step(batch[0].shape[0])  # summary.json resources
         # a host sync; free on CPU, and a diverged run must stop. Under DDP every rank must stop at
         # the same step (a rank left waiting in the gradient all-reduce would hang): the summed
         # loss is non-finite on every rank as soon as one rank's loss is.
         checked = all_reduce_sum(loss.detach().double().clone()) if world()[1] > 1 else loss.detach()
         if not torch.isfinite(checked):
-            experience = self.strategy.experience.index if self.strategy.experience is not None else 0
+            current = hooks.context.experience
+            experience = current.index if current is not None else 0
             raise TrainingDiverged(float(checked), self.trainer.global_step + 1, experience)
         self.last_loss = loss.detach()
         self._log_loss()
@@ -96,7 +105,7 @@ class ContinualModule(L.LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         # a strategy may train parameters other than the module's (hypernet: the generator)
-        optimizer = self.strategy.configure_optimizer(self.optimizer_factory)
+        optimizer = self.hooks.configure_optimizer(self.optimizer_factory)
         if optimizer is None:
             optimizer = self.optimizer_factory(self.parameters())
         if self.device.type == "cpu":
@@ -118,11 +127,11 @@ class ContinualModule(L.LightningModule):
         return model_from_checkpoint(checkpoint_path, map_location)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["clplat_strategy"] = self.strategy.state_dict()
-        checkpoint["clplat_usage"] = self.strategy.usage.state_dict()
+        checkpoint["clplat_strategy"] = self.hooks.state_dict()
+        checkpoint["clplat_usage"] = self.hooks.usage.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if "clplat_strategy" in checkpoint:
-            self.strategy.load_state_dict(checkpoint["clplat_strategy"])
+            self.hooks.load_state_dict(checkpoint["clplat_strategy"])
         if "clplat_usage" in checkpoint:
-            self.strategy.usage.load_state_dict(checkpoint["clplat_usage"])
+            self.hooks.usage.load_state_dict(checkpoint["clplat_usage"])

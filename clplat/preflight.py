@@ -215,13 +215,13 @@ def preflight(argv: Sequence[str]) -> None:
             validate_config(cfg)
             composed.append((overrides, cfg))
     from clplat.distributed import check_ddp_support
-    from clplat.experiment import build_backbone, build_optimizer, build_strategy
+    from clplat.experiment import build_backbone, build_hooks, build_optimizer
     from clplat.logging import check_logger_targets
     from clplat.trainer_options import build_callbacks, lightning_options
 
     for overrides, cfg in composed:  # then what only building the parts can tell
         with _failing_as_config_error(overrides, config_name):
-            check_ddp_support(cfg.trainer, build_strategy(cfg))
+            check_ddp_support(cfg.trainer, build_hooks(cfg))
             build_optimizer(cfg)
             build_backbone(cfg, input_size=1)  # the stream (and its input size) is built by the run
             lightning_options(cfg.trainer.get("lightning"))

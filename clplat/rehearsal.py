@@ -6,8 +6,9 @@ its seeded generator, its share under DDP, its state in checkpoints, its entry i
 ``summary.json`` and in the memory accounting. A subclass decides only *when* samples go in and
 *how* they are used, and adds its own state with ``{**super().state_dict(), ...}``.
 
-A plugin that works on a buffer (FPF) finds the base strategy's through
-:attr:`Strategy.provides_buffer` rather than by probing for an attribute.
+A plugin that works on a buffer (FPF) is offered the base strategy's by the dispatcher
+(``RunContext.base``, because the class declares :attr:`Strategy.provides_buffer`) rather than
+probing for an attribute.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from clplat.buffers import ReplayBuffer, sample_nbytes, samples_for_budget
 from clplat.distributed import split_count
 from clplat.errors import check_int
 from clplat.seeds import SeedStream, seeded_generator
-from clplat.stream import Stream
+from clplat.context import RunContext
 from clplat.strategy import Strategy
 
 
@@ -40,12 +41,12 @@ class RehearsalStrategy(Strategy):
         self.replay_batch_size = replay_batch_size
         self.buffer = self._new_buffer()
 
-    def setup(self, module, stream: Stream) -> None:  # noqa: ANN001 - a ContinualModule
+    def setup(self, context: RunContext) -> None:
         """With ``memory_bytes``, the buffer holds as many samples as fit (replaces ``buffer_size``)."""
-        super().setup(module, stream)
+        super().setup(context)
         if self.memory_bytes is not None:
             self.buffer_size = samples_for_budget("strategy.memory_bytes", self.memory_bytes,
-                                                  sample_nbytes(stream, logits=self.stores_logits))
+                                                  sample_nbytes(context.stream, logits=self.stores_logits))
             self.buffer = self._new_buffer()
 
     def distribute(self, rank: int, world_size: int) -> None:

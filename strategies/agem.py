@@ -22,10 +22,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from clplat.context import RunContext
 from clplat.errors import ConfigError
 from clplat.rehearsal import RehearsalStrategy
 from clplat.seeds import SeedStream, seeded_generator
-from clplat.stream import Experience, Stream
+from clplat.stream import Experience
 from clplat.strategy import Batch
 
 from .parts.common import named_trainable, random_subset
@@ -54,8 +55,9 @@ class AGEM(RehearsalStrategy):
         self.projections = 0
         self.steps = 0
 
-    def setup(self, module, stream: Stream) -> None:
-        super().setup(module, stream)
+    def setup(self, context: RunContext) -> None:
+        super().setup(context)
+        stream = context.stream
         if self.buffer.capacity < len(stream):
             raise ConfigError("strategy.buffer_size", self.buffer.capacity,
                               f"A-GEM keeps buffer_size // {len(stream)} samples per task; needs at least {len(stream)}")

@@ -33,7 +33,7 @@ backbone's stack), or a module or parameter path such as ``backbone.layers.0`` o
 with gradients kept only for the chosen modules); ``summary.json`` reports the steps, samples and
 seconds FPF added next to the stream's own steps and samples (``fpf_sample_fraction``).
 
-**k-FPF's triggers** are spread over the run's planned steps ``T`` (``Strategy.plan``):
+**k-FPF's triggers** are spread over the run's planned steps ``T`` (``RunContext.steps_for``):
 trigger ``j`` of ``k`` fires after step ``round(j * T / k)``, so the last one fine-tunes after
 the stream's final step (an interval ``T // k`` left up to ``k - 1`` plain steps after it).
 
@@ -50,9 +50,10 @@ import torch
 from torch import Tensor, nn
 
 from clplat.buffers import ReplayBuffer, sample_nbytes, samples_for_budget
+from clplat.context import RunContext
 from clplat.errors import ConfigError, check_choice, check_float, check_int
 from clplat.rehearsal import RehearsalStrategy
-from clplat.stream import Experience, Stream
+from clplat.stream import Experience
 from clplat.strategy import Batch, Plugin, tensor_nbytes
 from clplat.seeds import SeedStream, seeded_generator
 
@@ -280,18 +281,19 @@ class FPF(Plugin):
         self.stream_steps = 0
         self.stream_samples = 0
 
-    def setup(self, module: "ContinualModule", stream: Stream) -> None:
-        super().setup(module, stream)
-        self.tuner.check(module)
-        base = getattr(module.strategy, "base", None)
-        usable = getattr(base, "provides_buffer", False) and (self.tuner.loss == "ce" or base.stores_logits)
-        if usable:
-            self.base_buffer, self.buffer = base.buffer, None
+    def setup(self, context: RunContext) -> None:
+        """Reuse the base strategy's buffer when it offers one (with logits for ``loss=kd``),
+        else keep an own reservoir."""
+        super().setup(context)
+        self.tuner.check(context.module)
+        offered = context.base
+        if offered.buffer is not None and (self.tuner.loss == "ce" or offered.stores_logits):
+            self.base_buffer, self.buffer = offered.buffer, None
         else:
             self.base_buffer = None
             if self.memory_bytes is not None:  # own buffer: as many samples as fit
                 self.buffer_size = samples_for_budget("plugin.fpf.memory_bytes", self.memory_bytes,
-                                                      sample_nbytes(stream, logits=self.tuner.loss == "kd"))
+                                                      sample_nbytes(context.stream, logits=self.tuner.loss == "kd"))
             self.buffer = ReplayBuffer(self.buffer_size, "reservoir", self.buffer_generator)
 
     def after_optimizer_step(self, batch: Batch) -> None:
@@ -366,9 +368,9 @@ class KFPF(RehearsalStrategy):
         self._schedule: frozenset[int] | None = None
         self._logits: Tensor | None = None
 
-    def setup(self, module: "ContinualModule", stream: Stream) -> None:
-        super().setup(module, stream)
-        self.tuner.check(module)
+    def setup(self, context: RunContext) -> None:
+        super().setup(context)
+        self.tuner.check(context.module)
 
     def _triggers_at(self, step: int) -> bool:
         """Whether FPF runs after stream step ``step`` (1-based): every ``every_n_steps`` steps when
@@ -378,10 +380,11 @@ class KFPF(RehearsalStrategy):
         if self.every_n_steps is not None:
             return step % self.every_n_steps == 0
         if self._schedule is None:
-            if self.steps_for is None:  # not run by the experiment loop (unit use)
+            steps_for = self.context.steps_for
+            if steps_for is None:  # not run by the experiment loop (unit use)
                 raise ConfigError("strategy.every_n_steps", None, "set it when training outside run_experiment "
-                                  "(or call plan(steps_for) first)")
-            self.planned_steps = sum(self.steps_for(exp.train) for exp in self.stream)
+                                  "(or call Hooks.plan(steps_for) first)")
+            self.planned_steps = sum(steps_for(exp.train) for exp in self.stream)
             self._schedule = frozenset(trigger_steps(self.planned_steps, self.k))
         return step in self._schedule
 

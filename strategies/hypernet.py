@@ -42,8 +42,9 @@ from omegaconf import ListConfig
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from clplat.context import RunContext
 from clplat.errors import ConfigError, check_choice, check_float, check_int
-from clplat.stream import Experience, Scenario, Stream
+from clplat.stream import Experience, Scenario
 from clplat.strategy import Batch, Strategy, tensor_nbytes
 from clplat.seeds import SeedStream, seeded_generator
 
@@ -115,6 +116,8 @@ class Hypernet(Strategy):
     """A hypernetwork generates backbone + head weights from a learned per-task embedding."""
 
     name = "hypernet"
+    accepts_plugins = False
+    plugins_refusal = "they act on the module's parameters, which a hypernetwork generates instead of training"
 
     def __init__(self, kind: str = "chunked_mlp", emb_dim: int = 32, chunk_emb_dim: int = 32,
                  chunk_size: int = 13000, hidden: Sequence[int] = (100, 100), rnn_hidden: int = 64,
@@ -174,11 +177,9 @@ class Hypernet(Strategy):
         self._last_reg_tensor: Tensor | None = None
 
     # -- wiring ------------------------------------------------------------------------------
-    def setup(self, module, stream: Stream) -> None:
-        super().setup(module, stream)
-        if module.strategy is not self:
-            raise ConfigError("plugin", "[...]", "strategy=hypernet takes no plugins (they act on the module's "
-                              "parameters, which a hypernetwork generates instead of training)")
+    def setup(self, context: RunContext) -> None:
+        super().setup(context)
+        module, stream = context.module, context.stream
         if self.task_inference == "auto":
             self.task_inference = "given" if stream.scenario is Scenario.TASK_INCREMENTAL else "entropy"
         if self.task_inference == "given" and stream.scenario is not Scenario.TASK_INCREMENTAL:

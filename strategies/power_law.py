@@ -33,8 +33,9 @@ import torch
 from torch import Tensor
 
 from clplat.buffers import sample_nbytes, samples_for_budget
+from clplat.context import RunContext
 from clplat.errors import check_choice, check_float, check_int
-from clplat.stream import Experience, SequenceData, Stream
+from clplat.stream import Experience, SequenceData
 from clplat.strategy import Batch, Strategy, tensor_nbytes
 
 from .parts.common import epoch_batches, manual_steps, named_trainable
@@ -84,11 +85,12 @@ class PowerLawRehearsal(Strategy):
         self._interleaved: tuple[int, SequenceData] | None = None
         self._drawn: SequenceData | None = None  # the rehearsal set being trained on (counted in the peak)
 
-    def setup(self, module, stream: Stream) -> None:
+    def setup(self, context: RunContext) -> None:
         """With ``memory_bytes``, ``buffer_size`` is what replay's buffer holds in those bytes
         (``budget // bytes per sample``), so both methods store the same samples at one budget;
         a budget that cannot give every experience one sample is refused."""
-        super().setup(module, stream)
+        super().setup(context)
+        stream = context.stream
         if self.memory_bytes is not None:
             per_sample = sample_nbytes(stream)
             samples_for_budget("strategy.memory_bytes", self.memory_bytes, per_sample, slots=len(stream))

@@ -51,6 +51,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from clplat.context import RunContext
 from clplat.errors import check_choice, check_float, check_int
 from clplat.stream import Experience
 from clplat.strategy import Batch, Plugin, tensor_nbytes
@@ -93,9 +94,9 @@ class Refresh(Plugin):
         self.optimizer_step_norms: dict[str, float] = {}
         self._before_step: dict[str, Tensor] | None = None  # parameters just before that step
 
-    def setup(self, module, stream) -> None:
-        super().setup(module, stream)
-        self.fisher = zeros_like_params(module)
+    def setup(self, context: RunContext) -> None:
+        super().setup(context)
+        self.fisher = zeros_like_params(context.module)
 
     def before_experience(self, experience: Experience) -> None:
         super().before_experience(experience)

@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from clplat.backbones.units import Connection, UnitVector
+from clplat.context import RunContext
 from clplat.errors import ConfigError, check_choice, check_float, check_int
 from clplat.stream import Experience, Scenario, SequenceData, Stream
 from clplat.strategy import Batch, Strategy
@@ -113,9 +114,10 @@ class SHARP(Strategy):
         self._provisional: tuple[tuple[int, int], dict[int, Tensor], Tensor] | None = None
 
     # -- wiring -----------------------------------------------------------------------------
-    def setup(self, module, stream: Stream) -> None:
-        super().setup(module, stream)
-        backbone = module.backbone
+    def setup(self, context: RunContext) -> None:
+        super().setup(context)
+        stream = context.stream
+        backbone = context.module.backbone
         if self.replay_layer >= backbone.num_layers - 1:
             raise ConfigError("strategy.replay_layer", self.replay_layer,
                               f"must be < backbone.num_layers - 1 = {backbone.num_layers - 1} (replay re-enters the "
@@ -186,7 +188,7 @@ class SHARP(Strategy):
 
     def before_training_step(self, batch: Batch) -> None:
         if self._boundaries is None:
-            n = int(self.module.trainer.num_training_batches)
+            n = self.context.fit_batches  # this experience's steps
             self._boundaries = sorted({p * n // self.phases for p in range(self.phases)})
         if self._step in self._boundaries:
             self._begin_phase(self._boundaries.index(self._step) + 1)
@@ -342,7 +344,7 @@ class SHARP(Strategy):
             c.param[expand_rows(grown, c.gates).to(c.param.device)] = 0.0  # new connections start at zero
         self._apply_masks()
         self._update_frozen()
-        for optimizer in self.module.trainer.optimizers:
+        for optimizer in self.context.optimizers:
             optimizer.state.clear()  # a fresh optimizer per phase, as the paper
 
     @torch.no_grad()

@@ -23,8 +23,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from clplat.context import RunContext
 from clplat.errors import ConfigError, check_float
-from clplat.stream import Experience, Stream
+from clplat.stream import Experience
 from clplat.strategy import Batch, Strategy, tensor_nbytes
 
 from .parts.common import named_trainable, snapshot, to_device, zeros_like_params
@@ -49,8 +50,9 @@ class SI(Strategy):
         self._grads: dict[str, Tensor] | None = None
         self._before: dict[str, Tensor] | None = None
 
-    def setup(self, module, stream: Stream) -> None:
-        super().setup(module, stream)
+    def setup(self, context: RunContext) -> None:
+        super().setup(context)
+        module = context.module
         self.anchor = snapshot(module)  # theta at initialisation
         self.importance = zeros_like_params(module)
         self.omega = zeros_like_params(module)

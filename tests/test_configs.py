@@ -8,7 +8,7 @@ import pytest
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 
 from clplat.config import SCHEMAS, WANDB, validate_config
-from clplat.experiment import build_backbone, build_optimizer, build_strategy
+from clplat.experiment import build_backbone, build_hooks, build_optimizer
 from clplat.logging import build_loggers, finish_wandb
 from tests.conftest import CONF_DIR, compose_config
 
@@ -33,7 +33,7 @@ def test_option_composes_validates_and_instantiates(group, name, tmp_path, monke
     if cfg.trainer.accelerator == "gpu":  # valid where a GPU is; this machine may have none
         monkeypatch.setattr("torch.cuda.is_available", lambda: True)
     validate_config(cfg)
-    build_strategy(cfg)
+    build_hooks(cfg)
     build_optimizer(cfg)
     backbone = build_backbone(cfg, input_size=3)
     assert backbone.out_dim > 0
@@ -66,13 +66,11 @@ def test_the_option_files_declare_exactly_the_schemas_keys(group, tmp_path):
 
 
 def test_plugins_compose_in_the_order_given(tmp_path):
-    """``plugin=[b,a]`` builds a ComposedStrategy with b then a (files use ``@package plugin.<name>``)."""
+    """``plugin=[b,a]`` builds the run's hooks with b then a (files use ``@package plugin.<name>``)."""
     import shutil
 
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
-
-    from clplat.strategy import ComposedStrategy
 
     conf = tmp_path / "conf"
     shutil.copytree(CONF_DIR, conf)
@@ -84,6 +82,6 @@ def test_plugins_compose_in_the_order_given(tmp_path):
     GlobalHydra.instance().clear()
     assert list(cfg.plugin) == ["b", "a"]
     validate_config(cfg)
-    strategy = build_strategy(cfg)
-    assert isinstance(strategy, ComposedStrategy) and len(strategy.plugins) == 2
+    hooks = build_hooks(cfg)
+    assert len(hooks.plugins) == 2 and hooks.name == "replay+plugin+plugin"
     assert compose_config([], tmp_path / "r").get("plugin") is None  # no plugins by default

@@ -7,12 +7,13 @@ import torch
 from clplat.backbones import GRUBackbone
 from clplat.heads import SingleHead
 from clplat.module import ContinualModule, skip_graph_capture_check
+from clplat.hooks import Hooks
 from clplat.strategies.naive import Naive
 
 
 def test_a_cpu_optimizer_steps_without_asking_for_an_accelerator(monkeypatch):
     """Under Lightning's NVML-based CUDA check every such question re-loads NVML on a CPU machine."""
-    module = ContinualModule(GRUBackbone(2, 4), SingleHead(4, 3), Naive(), lambda p: torch.optim.Adam(p, lr=0.1))
+    module = ContinualModule(GRUBackbone(2, 4), SingleHead(4, 3), Hooks(Naive()), lambda p: torch.optim.Adam(p, lr=0.1))
     optimizer = module.configure_optimizers()
     before = [p.detach().clone() for p in module.parameters()]
 
@@ -42,7 +43,7 @@ def test_an_unpatched_optimizer_still_asks(monkeypatch):
 
 
 def test_lightning_hook_name_bookkeeping_stays_a_plain_attribute():
-    module = ContinualModule(GRUBackbone(2, 4), SingleHead(4, 3), Naive(), lambda p: torch.optim.SGD(p, lr=0.1))
+    module = ContinualModule(GRUBackbone(2, 4), SingleHead(4, 3), Hooks(Naive()), lambda p: torch.optim.SGD(p, lr=0.1))
     module._current_fx_name = "training_step"
     assert module._current_fx_name == "training_step"
     module.extra = torch.nn.Linear(2, 2)  # everything else still registers as nn.Module does

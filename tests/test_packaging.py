@@ -158,6 +158,19 @@ def test_layers_import_downwards_only():
     assert offenders("strategies/parts", tuple(f"clplat.strategies.{m}" for m in _method_modules())) == []
 
 
+def test_methods_read_the_run_from_their_context():
+    """No method reaches into the Lightning trainer or another method: what a hook needs of the
+    run is in its ``RunContext`` (clplat/context.py), kept current by the dispatcher, and what the
+    base strategy offers plugins is declared (``provides_buffer``, ``accepts_plugins``, ...)."""
+    import re
+
+    reaching = re.compile(r"\.trainer\b|\bmodule\.strategy\b|\.strategy\.(base|plugins)\b")
+    offenders = [f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+                 for path in sorted((ROOT / "strategies").rglob("*.py"))
+                 for number, line in enumerate(path.read_text().splitlines(), 1) if reaching.search(line)]
+    assert offenders == []
+
+
 def _method_modules() -> set[str]:
     """The modules that configs name as a strategy or plugin."""
     import re

@@ -1,4 +1,4 @@
-"""The Strategy hook contract, plugin composition, and the foundation strategies."""
+"""The Strategy hook contract and the foundation strategies (the dispatcher: tests/test_hooks.py)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ import torch
 from clplat.backbones import GRUBackbone
 from clplat.errors import ConfigError
 from clplat.heads import SingleHead
+from clplat.hooks import Hooks
 from clplat.module import ContinualModule
 from clplat.stream import Experience, Scenario, SequenceData, Stream
-from clplat.strategy import ComposedStrategy, Plugin, Strategy, compose
+from clplat.strategy import Strategy
 from clplat.strategies.cumulative import Cumulative
 from clplat.strategies.joint import Joint
 from clplat.strategies.naive import Naive
@@ -26,86 +27,14 @@ def toy_stream(n_exp: int = 3, per_exp: int = 8) -> Stream:
     return Stream("toy", Scenario.CLASS_INCREMENTAL, tuple(exps), num_classes=2 * n_exp, input_shape=(5, 2))
 
 
-def wire(strategy: Strategy, stream: Stream) -> ContinualModule:
-    module = ContinualModule(GRUBackbone(2, 8), SingleHead(8, stream.num_classes), strategy,
+def wire(strategy: Strategy | Hooks, stream: Stream) -> ContinualModule:
+    """A small module on ``stream`` driven by ``strategy`` (a bare strategy gets a dispatcher of
+    its own, as a run without plugins), set up; its hooks are ``module.hooks``."""
+    hooks = strategy if isinstance(strategy, Hooks) else Hooks(strategy)
+    module = ContinualModule(GRUBackbone(2, 8), SingleHead(8, stream.num_classes), hooks,
                              lambda p: torch.optim.SGD(p, lr=0.1))
-    strategy.setup(module, stream)
+    hooks.setup(module, stream)
     return module
-
-
-class Recorder(Plugin):
-    def __init__(self, name: str, log: list, bonus: float = 0.0):
-        super().__init__()
-        self.name, self.log, self.bonus = name, log, bonus
-
-    def before_experience(self, experience):
-        super().before_experience(experience)
-        self.log.append((self.name, "before", experience.index))
-
-    def adjust_loss(self, batch, loss):
-        self.log.append((self.name, "loss"))
-        return loss + self.bonus
-
-    def after_optimizer_step(self, batch):
-        self.log.append((self.name, "step"))
-
-    def after_experience(self, experience):
-        self.log.append((self.name, "after", experience.index))
-
-    def state_dict(self):
-        return {"bonus": self.bonus}
-
-    def load_state_dict(self, state):
-        self.bonus = state["bonus"]
-
-
-class RecordingBase(Naive):
-    def __init__(self, log: list):
-        super().__init__()
-        self.log = log
-
-    def before_experience(self, experience):
-        super().before_experience(experience)
-        self.log.append(("base", "before", experience.index))
-
-    def after_optimizer_step(self, batch):
-        self.log.append(("base", "step"))
-
-    def after_experience(self, experience):
-        self.log.append(("base", "after", experience.index))
-
-
-def test_hooks_run_base_first_then_plugins_in_order():
-    log: list = []
-    stream = toy_stream()
-    strategy = compose(RecordingBase(log), [Recorder("a", log, 1.0), Recorder("b", log, 10.0)])
-    assert isinstance(strategy, ComposedStrategy) and strategy.name == "naive+a+b"
-    module = wire(strategy, stream)
-    exp = stream[0]
-    strategy.before_experience(exp)
-    batch = (exp.train.x, exp.train.y, exp.train.task)
-    base_loss = strategy.base.training_step(batch)
-    loss = strategy.training_step(batch)
-    torch.testing.assert_close(loss, base_loss + 11.0)  # both plugins adjusted the base loss
-    strategy.after_optimizer_step(batch)
-    strategy.after_experience(exp)
-    assert log == [("base", "before", 0), ("a", "before", 0), ("b", "before", 0),
-                   ("a", "loss"), ("b", "loss"),
-                   ("base", "step"), ("a", "step"), ("b", "step"),
-                   ("base", "after", 0), ("a", "after", 0), ("b", "after", 0)]
-    state = strategy.state_dict()
-    strategy.plugins[0].bonus = 0.0
-    strategy.load_state_dict(state)
-    assert strategy.plugins[0].bonus == 1.0
-    assert module.strategy is strategy
-
-
-def test_compose_refuses_a_plugin_as_base_and_non_plugins():
-    with pytest.raises(ConfigError, match="is a plugin"):
-        compose(Recorder("p", []), [])
-    with pytest.raises(ConfigError, match="plugin"):
-        compose(Naive(), [Naive()])
-    assert isinstance(compose(Naive(), []), Naive)
 
 
 def test_strategy_refuses_unsupported_scenarios():

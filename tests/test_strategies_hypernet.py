@@ -12,9 +12,10 @@ import torch
 
 from clplat.backbones import GRUBackbone
 from clplat.errors import ConfigError
-from clplat.experiment import build_backbone, build_strategy, build_stream, run_experiment
+from clplat.experiment import build_backbone, build_hooks, build_stream, run_experiment
 from clplat.heads import SingleHead, build_head
 from clplat.module import ContinualModule
+from clplat.hooks import Hooks
 from clplat.strategy import Strategy
 from clplat.strategies.hypernet import Hypernet, lookahead_delta, lowest_entropy
 from clplat.strategies.parts.hypernetworks import ChunkedMLPHypernet, RNNHypernet, TargetSpec, mip_encode
@@ -31,9 +32,10 @@ CHEAP = ["strategy.chunk_size=128", "strategy.hidden=[16]", "strategy.rnn_hidden
 
 def wire(strategy: Hypernet, stream=None) -> ContinualModule:
     stream = stream or toy_stream(n_exp=2, per_exp=16)
-    module = ContinualModule(GRUBackbone(2, 8), SingleHead(8, stream.num_classes), strategy,
+    hooks = Hooks(strategy)
+    module = ContinualModule(GRUBackbone(2, 8), SingleHead(8, stream.num_classes), hooks,
                              lambda p: torch.optim.Adam(p, lr=0.01))
-    strategy.setup(module, stream)
+    hooks.setup(module, stream)
     return module
 
 
@@ -67,7 +69,7 @@ def test_lightning_optimizer_trains_the_hypernetwork_and_never_the_template():
     for n, p in module.named_parameters():
         assert torch.equal(p, template[n]) and not p.requires_grad, n
     # the default hook leaves the choice to the module: all of its parameters
-    plain = ContinualModule(GRUBackbone(2, 8), SingleHead(8, 4), Naive(), lambda p: torch.optim.SGD(p, lr=0.1))
+    plain = ContinualModule(GRUBackbone(2, 8), SingleHead(8, 4), Hooks(Naive()), lambda p: torch.optim.SGD(p, lr=0.1))
     assert Strategy().configure_optimizer(plain.optimizer_factory) is None
     assert len(plain.configure_optimizers().param_groups[0]["params"]) == len(list(plain.parameters()))
 
@@ -311,9 +313,9 @@ def test_default_hypernetwork_is_no_larger_than_the_network_it_generates(tmp_pat
     backbone = build_backbone(cfg, input_size=data.input_shape[1])
     head = build_head(cfg.head.type, cfg.head.mask_unseen, data, backbone.out_dim)
     target = sum(p.numel() for p in [*backbone.parameters(), *head.parameters()])
-    strategy = build_strategy(cfg)
-    strategy.setup(ContinualModule(backbone, head, strategy, lambda p: torch.optim.Adam(p, lr=1e-3)), data)
-    state = strategy.summary()
+    hooks = build_hooks(cfg)
+    hooks.setup(ContinualModule(backbone, head, hooks, lambda p: torch.optim.Adam(p, lr=1e-3)), data)
+    strategy, state = hooks.base, hooks.summary()
     assert state["hypernet_target_params"] == target
     assert state["hypernet_params"] <= target, state
     assert state["hypernet_params"] == sum(p.numel() for p in strategy.hnet.parameters())
@@ -326,10 +328,10 @@ def _default_setup(tmp_path, seed: int = 0):
     data = build_stream(cfg)
     backbone = build_backbone(cfg, input_size=data.input_shape[1])
     head = build_head(cfg.head.type, cfg.head.mask_unseen, data, backbone.out_dim)
-    strategy = build_strategy(cfg)
-    module = ContinualModule(backbone, head, strategy, lambda p: torch.optim.Adam(p, lr=0.01))
-    strategy.setup(module, data)
-    return data, module, strategy
+    hooks = build_hooks(cfg)
+    module = ContinualModule(backbone, head, hooks, lambda p: torch.optim.Adam(p, lr=0.01))
+    hooks.setup(module, data)
+    return data, module, hooks.base
 
 
 def test_default_generator_hidden_layers_keep_the_input_scale(tmp_path):

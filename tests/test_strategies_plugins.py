@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from clplat.errors import ConfigError
-from clplat.experiment import build_module, build_strategy, build_stream
-from clplat.strategy import compose
+from clplat.experiment import build_hooks, build_module, build_stream
+from clplat.hooks import Hooks
 from clplat.strategies.parts.common import snapshot
 from clplat.strategies.der import DER
 from clplat.strategies.fpf import FPF, KFPF, Sensitivity, resolve_modules, trigger_steps
@@ -32,7 +32,7 @@ def test_refresh_moves_parameters_up_the_loss_before_the_relearn_step():
     torch.manual_seed(0)
     stream = toy_stream()
     refresh = Refresh(gamma=1e-2, scale="weight_norm", noise_std=0.0, interval=1)  # the authors' form
-    strategy = compose(Naive(), [refresh])
+    strategy = Hooks(Naive(), [refresh])
     module = wire(strategy, stream)
     batch = batch_of(stream[0])
     x, y, task = batch
@@ -55,7 +55,7 @@ def test_refresh_fisher_damps_the_step_of_important_parameters():
     torch.manual_seed(0)
     stream = toy_stream()
     refresh = Refresh(gamma=1e-2, scale="weight_norm", damping=1.0, noise_std=0.0, fisher_samples=None)
-    module = wire(compose(Naive(), [refresh]), stream)
+    module = wire(Hooks(Naive(), [refresh]), stream)
     refresh.after_experience(stream[0])
     assert any(float(f.abs().sum()) > 0 for f in refresh.fisher.values())
     name = "head.linear.weight"
@@ -73,7 +73,7 @@ def test_refresh_noise_is_seeded_and_checkpointed():
     for _ in range(2):
         torch.manual_seed(0)
         refresh = Refresh(gamma=1e-3, scale="weight_norm", noise_std=1.0, seed=5)
-        module = wire(compose(Replay(buffer_size=4), [refresh]), stream)
+        module = wire(Hooks(Replay(buffer_size=4), [refresh]), stream)
         refresh.unlearn(batch_of(stream[0]))
         runs.append(snapshot(module))
     assert all(torch.equal(runs[0][n], runs[1][n]) for n in runs[0])
@@ -94,7 +94,7 @@ def test_refresh_noise_is_seeded_and_checkpointed():
 def test_refresh_composes_with_base_strategies(base):
     torch.manual_seed(0)
     stream = toy_stream()
-    strategy = compose(base(), [Refresh()])  # every second step, sized by the optimizer's last step
+    strategy = Hooks(base(), [Refresh()])  # every second step, sized by the optimizer's last step
     module = wire(strategy, stream)
     optimizer = torch.optim.SGD(module.parameters(), lr=0.1)
     for exp in stream:
@@ -145,7 +145,7 @@ def test_refresh_at_the_defaults_unlearns_a_stated_fraction_of_an_optimizer_step
     stream = toy_stream(n_exp=2, per_exp=16)
     defaults = _conf("plugin", "refresh")
     gamma = 0.005
-    strategy = compose(DER(buffer_size=16, beta=0.5), [Refresh(**defaults)])
+    strategy = Hooks(DER(buffer_size=16, beta=0.5), [Refresh(**defaults)])
     module = wire(strategy, stream)
     unlearn, before, after = [], [], []  # displacement norms: refresh, optimizer step before, after it
     last_step = None
@@ -187,7 +187,7 @@ def test_fpf_changes_only_the_chosen_modules():
     torch.manual_seed(0)
     stream = toy_stream()
     fpf = FPF(modules=["head"], iterations=5, lr=0.5, batch_size=4)
-    strategy = compose(Replay(buffer_size=8), [fpf])
+    strategy = Hooks(Replay(buffer_size=8), [fpf])
     module = wire(strategy, stream)
     assert fpf.base_buffer is strategy.base.buffer and fpf.buffer is None  # reuses replay's buffer
     for exp in stream:
@@ -213,7 +213,7 @@ def test_fpf_groups_resolve_to_modules_and_bad_names_are_refused():
                                                         "backbone.layers.0.rnn.bias_hh_l0"]
     assert resolve_modules(module, ["backbone.layers.0.rnn.weight_ih_l0"], "k") == ["backbone.layers.0.rnn.weight_ih_l0"]
     with pytest.raises(ConfigError, match=r"plugin\.fpf\.modules"):
-        wire(compose(Naive(), [FPF(modules=["decoder"])]), stream)
+        wire(Hooks(Naive(), [FPF(modules=["decoder"])]), stream)
     with pytest.raises(ConfigError, match=r"plugin\.fpf\.loss"):
         FPF(loss="l2")
 
@@ -225,7 +225,7 @@ def test_fpf_default_fine_tunes_a_small_strict_subset_of_the_default_gru(tmp_pat
     cfg = compose_config(["stream.source.num_samples=500", "strategy=replay", "plugin=[fpf]",
                           "plugin.fpf.iterations=2"], tmp_path)  # the default backbone and module set
     stream = build_stream(cfg)
-    strategy = build_strategy(cfg)
+    strategy = build_hooks(cfg)
     module = build_module(cfg, stream, strategy)
     strategy.setup(module, stream)
     last = stream[len(stream) - 1]
@@ -264,23 +264,23 @@ def test_sensitivity_is_the_mean_l1_change_per_parameter():
     assert scores["head.linear"] == pytest.approx(expected_head, rel=1e-5)
     assert tracker.top(1) == ["head.linear"]
     fpf = FPF(modules="auto", top_k=1, iterations=2, batch_size=4)
-    strategy = compose(Naive(), [fpf])
+    strategy = Hooks(Naive(), [fpf])
     wire(strategy, stream)
     fpf.tuner.sensitivity = tracker
-    assert fpf.tuner.selection(strategy.module) == ["head.linear"]
+    assert fpf.tuner.selection(fpf.module) == ["head.linear"]
 
 
 def test_fpf_kd_without_a_logit_buffer_keeps_its_own():
     torch.manual_seed(0)
     stream = toy_stream()
     fpf = FPF(loss="kd", iterations=2, batch_size=4, buffer_size=5)
-    strategy = compose(Replay(buffer_size=8), [fpf])
+    strategy = Hooks(Replay(buffer_size=8), [fpf])
     wire(strategy, stream)
     assert fpf.buffer is not None and fpf.base_buffer is None
     strategy.after_optimizer_step(batch_of(stream[0]))
     assert len(fpf.buffer) == 5 and "logits" in fpf.buffer.extras
     with_der = FPF(loss="kd")
-    wire(compose(DER(buffer_size=8), [with_der]), stream)
+    wire(Hooks(DER(buffer_size=8), [with_der]), stream)
     assert with_der.base_buffer is not None  # DER's buffer has logits
 
 
@@ -320,7 +320,7 @@ def test_kfpf_triggers_are_spread_so_the_last_follows_the_final_step():
     stream = toy_stream()  # 3 experiences
     kfpf = KFPF(buffer_size=6, k=4, modules=["head"], iterations=2, batch_size=4)
     module = wire(kfpf, stream)
-    kfpf.plan(lambda data: 7)  # 7 steps per experience: 21 in all; 21 // 4 = 5 would stop at step 20
+    module.hooks.plan(lambda data: 7)  # 7 steps per experience: 21 in all; 21 // 4 = 5 would stop at step 20
     head = {"head.linear.weight", "head.linear.bias"}
     for exp in stream:
         kfpf.before_experience(exp)

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from clplat.backbones import GRUBackbone
 from clplat.errors import ConfigError
 from clplat.heads import MultiHead
+from clplat.hooks import Hooks
 from clplat.module import ContinualModule
 from clplat.stream import Experience, Scenario, Stream
 from clplat.strategies.agem import AGEM, project
@@ -208,9 +209,10 @@ def test_lwf_multi_head_distils_every_old_head():
     base = toy_stream()
     stream = Stream("til", Scenario.TASK_INCREMENTAL, base.experiences, base.num_classes, base.input_shape)
     lwf = LwF(warmup_epochs=0)
-    module = ContinualModule(GRUBackbone(2, 8), MultiHead(8, stream.task_classes, 6), lwf,
+    hooks = Hooks(lwf)
+    module = ContinualModule(GRUBackbone(2, 8), MultiHead(8, stream.task_classes, 6), hooks,
                              lambda p: torch.optim.SGD(p, lr=0.1))
-    lwf.setup(module, stream)
+    hooks.setup(module, stream)
     lwf.before_experience(stream[2])
     assert [(t, c.tolist()) for t, c in lwf.groups] == [(0, [0, 1]), (1, [2, 3])]
     loss = lwf.training_step(batch_of(stream[2]))

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from clplat.buffers import ReplayBuffer
 from clplat.errors import ConfigError
-from clplat.experiment import build_strategy
+from clplat.experiment import build_hooks
 from clplat.stream import Scenario
 from clplat.strategies.parts.common import finite_mse, snapshot
 from clplat.strategies.der import DER
@@ -167,7 +167,7 @@ def test_power_law_after_task_rehearses_past_pools_by_the_schedule():
 
 def shipped(*overrides: str) -> PowerLawRehearsal:
     """The strategy as conf/strategy/power_law.yaml builds it (the defaults under test)."""
-    strategy = build_strategy(compose_config(["strategy=power_law", *overrides]))
+    strategy = build_hooks(compose_config(["strategy=power_law", *overrides])).base
     assert isinstance(strategy, PowerLawRehearsal)
     return strategy
 
@@ -199,7 +199,7 @@ def test_power_law_default_memory_is_replays():
     seen, so at most as many bytes as replay's buffer; with memory_budget_bytes, replay's count."""
     stream = toy_stream(n_exp=5, per_exp=200)
     strategy = shipped()
-    replay = build_strategy(compose_config(["strategy=replay"]))
+    replay = build_hooks(compose_config(["strategy=replay"])).base
     wire(strategy, stream)
     wire(replay, stream)
     for exp in stream:
@@ -211,8 +211,8 @@ def test_power_law_default_memory_is_replays():
     assert pools == sum(replay.memory_parts().values())
     per_sample = 5 * 2 * 4 + 8 + 8
     budget = 77 * per_sample + 3
-    strategy, replay = shipped(f"memory_budget_bytes={budget}"), build_strategy(
-        compose_config(["strategy=replay", f"memory_budget_bytes={budget}"]))
+    strategy, replay = shipped(f"memory_budget_bytes={budget}"), build_hooks(
+        compose_config(["strategy=replay", f"memory_budget_bytes={budget}"])).base
     wire(strategy, stream)
     wire(replay, stream)
     assert strategy.buffer_size == replay.buffer_size == 77

@@ -11,7 +11,7 @@ import torch
 
 from clplat import experiment
 
-from clplat.experiment import build_strategy, run_experiment
+from clplat.experiment import build_hooks, run_experiment
 from clplat.stream import Scenario
 from tests.conftest import TINY, compose_config
 from tests.helpers import assert_resume_matches_uninterrupted, preflight_error, run_cli
@@ -63,12 +63,12 @@ def test_power_law_default_trains_every_experience_on_its_own_data_in_class_il(m
     own: dict[int, list[int]] = {}  # experience -> [own samples, all samples, steps, steps without own]
     build = experiment.build_module
 
-    def recording_build(cfg, stream, strategy):
-        module = build(cfg, stream, strategy)
+    def recording_build(cfg, stream, hooks):
+        module = build(cfg, stream, hooks)
 
         def record(mod, args):
             if mod.training and torch.is_grad_enabled():
-                k, task = strategy.experience.index, args[1]
+                k, task = hooks.context.experience.index, args[1]
                 counts = own.setdefault(k, [0, 0, 0, 0])
                 mine = int((task == k).sum())
                 counts[0] += mine
@@ -102,9 +102,7 @@ def test_every_new_method_runs_on_every_scenario(make_cfg, stream):
 
 def test_new_methods_declare_every_scenario(tmp_path):
     for case, overrides in CASES.items():
-        strategy = build_strategy(compose_config(overrides, tmp_path / case))
-        parts = getattr(strategy, "parts", [strategy])
-        for part in parts:
+        for part in build_hooks(compose_config(overrides, tmp_path / case)).parts:
             assert set(part.supported_scenarios) == set(Scenario), case
 
 

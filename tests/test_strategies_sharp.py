@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from clplat.errors import ConfigError
-from clplat.experiment import build_backbone, build_strategy, build_stream, run_experiment
+from clplat.experiment import build_backbone, build_hooks, build_stream, run_experiment
 from clplat.heads import build_head
 from clplat.module import ContinualModule
 from clplat.strategies.sharp import SHARP, selection_percent
@@ -28,13 +28,13 @@ def built(tmp_path: Path, *overrides: str) -> SHARP:
     cfg = compose_config([*TINY, *SHARP_TINY, *overrides], tmp_path / "run")
     torch.manual_seed(0)
     stream = build_stream(cfg)
-    strategy = build_strategy(cfg)
+    hooks = build_hooks(cfg)
     backbone = build_backbone(cfg, input_size=stream.input_shape[1])
     head = build_head("single", False, stream, backbone.out_dim)
-    module = ContinualModule(backbone, head, strategy, lambda p: torch.optim.Adam(p, lr=1e-2))
-    strategy.setup(module, stream)
-    strategy.before_experience(stream.experiences[0])
-    return strategy
+    module = ContinualModule(backbone, head, hooks, lambda p: torch.optim.Adam(p, lr=1e-2))
+    hooks.setup(module, stream)
+    hooks.before_experience(stream.experiences[0])
+    return hooks.base
 
 
 # -- connectivity ---------------------------------------------------------------------------

@@ -44,10 +44,11 @@ def test_validation_is_disjoint_stratified_and_the_same_for_every_run_seed(tmp_p
 
 def test_joint_training_never_sees_the_validation_data():
     from clplat.strategies.joint import Joint
+    from tests.test_strategies import wire
 
     stream = build_stream(compose_config(["stream.source.num_samples=500", "validation.fraction=0.25"]))
     strategy = Joint()
-    strategy._stream = stream
+    wire(strategy, stream)
     trained = rows(strategy.train_data(stream[0]))  # joint trains everything during experience 0
     assert all(rows(exp.valid).isdisjoint(trained) for exp in stream)
 

@@ -161,7 +161,7 @@ class ContinualEvaluator(Callback):
             for start in range(first, last, self.batch_size):
                 stop = min(start + self.batch_size, last)
                 y, group = self.y[start:stop], self.eval_task[start:stop]
-                logits = module.strategy.predict(self.x[start:stop], self.model_task[start:stop])
+                logits = module.hooks.predict(self.x[start:stop], self.model_task[start:stop])
                 sums[0].index_add_(0, group, (logits.argmax(dim=1) == y).to(torch.float64))
                 sums[1].index_add_(0, group, F.cross_entropy(logits.float(), y, reduction="none").double())
                 sums[2].index_add_(0, group, torch.isfinite(logits).sum(dim=1).clamp_min(1).double().reciprocal())
