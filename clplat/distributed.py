@@ -80,9 +80,11 @@ def check_ddp_support(trainer_cfg: Mapping[str, Any], strategy: Any) -> int:
     world = planned_world_size(trainer_cfg)
     if world > 1 and not getattr(strategy, "supports_ddp", False):
         allowed = ", ".join(ddp_capable_strategies())
+        reason = getattr(strategy, "ddp_refusal", "")
         raise ConfigError("trainer.devices", trainer_cfg.get("devices"),
-                          f"strategy {strategy.name!r} does not support multi-process (ddp) training; "
-                          f"use trainer.devices=1, or one of the strategies that do: {allowed} (no plugins)")
+                          f"strategy {strategy.name!r} does not support multi-process (ddp) training"
+                          + (f" ({reason})" if reason else "")
+                          + f"; use trainer.devices=1, or one of the strategies that do: {allowed} (no plugins)")
     return world
 
 

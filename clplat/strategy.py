@@ -109,6 +109,8 @@ class Strategy:
     #: batch (see docs/reliability.md); False refuses ``trainer.devices > 1`` at start-up. A method
     #: whose state depends on the data it saw must keep that state per rank (``distribute``).
     supports_ddp: bool = False
+    #: why a method without ``supports_ddp`` is refused (the start-up error shows it)
+    ddp_refusal: str = "it does not declare that its state stays consistent across ranks"
     #: whether ``self.buffer`` is a replay buffer others may draw from (clplat.rehearsal.RehearsalStrategy)
     provides_buffer: bool = False
     #: whether that buffer keeps each sample's logits (DER, k-FPF with distillation)
@@ -311,6 +313,11 @@ class ComposedStrategy(Strategy):
     @property
     def supports_ddp(self) -> bool:  # type: ignore[override]
         return all(part.supports_ddp for part in self.parts)
+
+    @property
+    def ddp_refusal(self) -> str:  # type: ignore[override]
+        refusing = [part for part in self.parts if not part.supports_ddp]
+        return f"{refusing[0].name}: {refusing[0].ddp_refusal}" if refusing else ""
 
     def distribute(self, rank: int, world_size: int) -> None:
         super().distribute(rank, world_size)

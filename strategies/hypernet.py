@@ -115,6 +115,7 @@ class Hypernet(Strategy):
     """A hypernetwork generates backbone + head weights from a learned per-task embedding."""
 
     name = "hypernet"
+    ddp_refusal = "the generator it trains is not the module's parameters, which DDP synchronises"
 
     def __init__(self, kind: str = "chunked_mlp", emb_dim: int = 32, chunk_emb_dim: int = 32,
                  chunk_size: int = 13000, hidden: Sequence[int] = (100, 100), rnn_hidden: int = 64,
