@@ -83,9 +83,11 @@ def check_ddp_support(trainer_cfg: Mapping[str, Any], hooks: "Hooks") -> int:
     world = planned_world_size(trainer_cfg)
     if world > 1 and not hooks.supports_ddp:
         allowed = ", ".join(ddp_capable_strategies())
+        reason = hooks.ddp_refusal
         raise ConfigError("trainer.devices", trainer_cfg.get("devices"),
-                          f"strategy {hooks.name!r} does not support multi-process (ddp) training; "
-                          f"use trainer.devices=1, or one of the strategies that do: {allowed} (no plugins)")
+                          f"strategy {hooks.name!r} does not support multi-process (ddp) training"
+                          + (f" ({reason})" if reason else "")
+                          + f"; use trainer.devices=1, or one of the strategies that do: {allowed} (no plugins)")
     return world
 
 

@@ -175,6 +175,15 @@ class Hooks:
     def supports_ddp(self) -> bool:
         return all(part.supports_ddp for part in self.parts)
 
+    @property
+    def ddp_refusal(self) -> str:
+        """Why the first part without ``supports_ddp`` refuses DDP (empty when all support it)."""
+        refusing = [part for part in self.parts if not part.supports_ddp]
+        if not refusing:
+            return ""
+        part = refusing[0]
+        return part.ddp_refusal if part is self.base and not self.plugins else f"{part.name}: {part.ddp_refusal}"
+
     # -- the run context ---------------------------------------------------------------------
     @property
     def context(self) -> RunContext:

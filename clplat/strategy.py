@@ -96,6 +96,8 @@ class Component:
     #: batch (see docs/reliability.md); False refuses ``trainer.devices > 1`` at start-up. A method
     #: whose state depends on the data it saw must keep that state per rank (``distribute``).
     supports_ddp: bool = False
+    #: why a method without ``supports_ddp`` is refused (the start-up error shows it)
+    ddp_refusal: str = "it does not declare that its state stays consistent across ranks"
 
     def __init__(self) -> None:
         self._context: RunContext | None = None

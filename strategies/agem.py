@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from clplat.context import RunContext
+from clplat.distributed import all_reduce_sum, shard
 from clplat.errors import ConfigError
 from clplat.rehearsal import RehearsalStrategy
 from clplat.seeds import SeedStream, seeded_generator
@@ -44,8 +45,10 @@ class AGEM(RehearsalStrategy):
     """Stream-loss steps whose gradient never points against a memory minibatch's gradient."""
 
     name = "agem"
-    # not under DDP: each rank would project the all-reduced gradient against its own memory
-    # batch's reference, and the ranks' weights would drift apart
+    # under DDP every rank keeps its share of each task's memory samples and the reference
+    # gradients are averaged over the ranks before the projection, so every rank projects the
+    # same gradient against the same reference: the one-process step with the union's memory batch
+    supports_ddp = True
 
     def __init__(self, buffer_size: int = 500, replay_batch_size: int | None = None,
                  memory_bytes: int | None = None, seed: int = 0):
@@ -58,9 +61,12 @@ class AGEM(RehearsalStrategy):
     def setup(self, context: RunContext) -> None:
         super().setup(context)
         stream = context.stream
-        if self.buffer.capacity < len(stream):
-            raise ConfigError("strategy.buffer_size", self.buffer.capacity,
-                              f"A-GEM keeps buffer_size // {len(stream)} samples per task; needs at least {len(stream)}")
+        needed = len(stream) * self.world_size  # one sample per task on every rank
+        if self.buffer_size < needed:
+            raise ConfigError("strategy.buffer_size", self.buffer_size,
+                              f"A-GEM keeps buffer_size // {len(stream)} samples per task"
+                              + (f", split over {self.world_size} ranks" if self.world_size > 1 else "")
+                              + f"; needs at least {needed}")
 
     def training_step(self, batch: Batch) -> Tensor:
         x, y, task = batch
@@ -79,6 +85,8 @@ class AGEM(RehearsalStrategy):
         self.steps += 1
         if self._reference is None:
             return
+        if self.world_size > 1:  # every rank the same reference (the loss over the union's memory batch)
+            self._reference = all_reduce_sum(self._reference).div_(self.world_size)
         params = [p for _, p in named_trainable(self.module)]
         grad = torch.cat([(torch.zeros_like(p) if p.grad is None else p.grad).flatten() for p in params])
         projected = project(grad, self._reference)
@@ -92,9 +100,10 @@ class AGEM(RehearsalStrategy):
         self._reference = None
 
     def after_experience(self, experience: Experience) -> None:
-        per_task = self.buffer.capacity // len(self.stream)
+        # one draw on every rank (a shared generator), each rank keeping its part of it
+        per_task = self.buffer_size // len(self.stream)
         index = random_subset(len(experience.train), per_task, self.generator)
-        data = experience.train.subset(index)
+        data = experience.train.subset(shard(index, self.rank, self.world_size))
         self.buffer.add(data.x, data.y, data.task)
 
     def summary(self) -> dict[str, Any]:

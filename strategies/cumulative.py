@@ -13,6 +13,7 @@ class Cumulative(Strategy):
     """
 
     name = "cumulative"
+    supports_ddp = True  # only the data changes, the same on every rank; the loop shards it
 
     def train_data(self, experience: Experience) -> SequenceData | None:
         return SequenceData.concat([exp.train for exp in self.stream.experiences[: experience.index + 1]])

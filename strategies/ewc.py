@@ -35,6 +35,8 @@ class EWC(Strategy):
     """Cross-entropy plus a Fisher-weighted quadratic pull towards past tasks' parameters."""
 
     name = "ewc"
+    # every rank estimates the Fisher on the same seeded subset with the same weights: identical terms
+    supports_ddp = True
 
     def __init__(self, ewc_lambda: float = 10.0, mode: str = "separate", gamma: float = 1.0,
                  fisher_samples: int | None = 200, seed: int = 0):

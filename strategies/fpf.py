@@ -263,6 +263,7 @@ class FPF(Plugin):
     """Fine-tune the forgetting-prone modules on the memory buffer after the base method."""
 
     name = "fpf"
+    ddp_refusal = "its fine-tuning steps run outside the synchronised training step, so the ranks' weights would drift apart"
 
     def __init__(self, modules: Sequence[str] | str = DEFAULT_MODULES, top_k: int = 3, iterations: int = 100,
                  lr: float = 0.05, batch_size: int = 32, loss: str = "ce", kd_alpha: float = 1.0,
@@ -348,6 +349,7 @@ class KFPF(RehearsalStrategy):
     """k-FPF: replay-free SGD on the stream, FPF on the reservoir buffer ``k`` times."""
 
     name = "kfpf"
+    ddp_refusal = "its fine-tuning steps run outside the synchronised training step on each rank's own buffer, so the ranks' weights would drift apart"
 
     def __init__(self, buffer_size: int = 500, k: int = 10, every_n_steps: int | None = None,
                  modules: Sequence[str] | str = DEFAULT_MODULES, top_k: int = 3, iterations: int = 20,

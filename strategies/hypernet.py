@@ -118,6 +118,7 @@ class Hypernet(Strategy):
     name = "hypernet"
     accepts_plugins = False
     plugins_refusal = "they act on the module's parameters, which a hypernetwork generates instead of training"
+    ddp_refusal = "the generator it trains is not the module's parameters, which DDP synchronises"
 
     def __init__(self, kind: str = "chunked_mlp", emb_dim: int = 32, chunk_emb_dim: int = 32,
                  chunk_size: int = 13000, hidden: Sequence[int] = (100, 100), rnn_hidden: int = 64,

@@ -16,6 +16,7 @@ class Joint(Strategy):
     """
 
     name = "joint"
+    supports_ddp = True  # only the data changes, the same on every rank; the loop shards it
 
     def train_data(self, experience: Experience) -> SequenceData | None:
         if experience.index > 0:

@@ -53,6 +53,7 @@ class LwF(Strategy):
     """Cross-entropy on the new task plus distillation of the pre-task network's old outputs."""
 
     name = "lwf"
+    supports_ddp = True  # the teacher is a copy of weights every rank shares; distillation is per sample
 
     def __init__(self, alpha: float = 0.5, temperature: float = 2.0, warmup_epochs: int = 1,
                  warmup_batch_size: int = 64, seed: int = 0):

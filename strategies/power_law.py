@@ -58,6 +58,10 @@ class PowerLawRehearsal(Strategy):
     """Rehearse past tasks' pools with revisit probabilities that follow a power law of their age."""
 
     name = "power_law"
+    # pools and rehearsal draws come from shared seeded generators, so every rank builds the same
+    # training data (and the same after-task session) and the loop shards it as any other data;
+    # each rank holds the whole pools
+    supports_ddp = True
 
     def __init__(self, schedule: str = "power_law", exponent: float = 1.0, decay: float = 1.0,
                  rehearsal_fraction: float = 1.0, buffer_size: int = 500, when: str = "interleaved",

@@ -68,6 +68,7 @@ class Refresh(Plugin):
     """Fisher-scaled, norm-rescaled, noisy gradient ascent on the batch before the base step."""
 
     name = "refresh"
+    ddp_refusal = "its unlearning step uses each rank's own gradient outside the synchronised step, so the ranks' weights would drift apart"
 
     def __init__(self, gamma: float = 5e-3, scale: str = "optimizer_step", damping: float = 1e-3,
                  noise_std: float = 1e-3, unlearn_steps: int = 1, interval: int = 2, fisher_decay: float = 1e-5,

@@ -60,6 +60,7 @@ class SHARP(Strategy):
     """Sparse dynamic connectivity, unit freezing and replay of quantised hidden activations."""
 
     name = "sharp"
+    ddp_refusal = "its contrastive loss couples the samples of a batch, so per-rank shards change what it optimises"
     #: new classes per experience, no task id: the setting SHARP is defined for (blurry streams are
     #: class-incremental too). Task- and domain-IL are refused: with repeated classes every
     #: experience the per-class memories and the freezing-by-age schedule lose their meaning.

@@ -35,6 +35,8 @@ class SI(Strategy):
     """Cross-entropy plus a path-integral importance-weighted pull towards the last anchor."""
 
     name = "si"
+    # importance accumulates all-reduced gradients times shared parameter moves: identical on every rank
+    supports_ddp = True
 
     def __init__(self, c: float = 0.1, xi: float = 0.1, clip_value: float | None = 1.0):
         super().__init__()
