@@ -4,7 +4,8 @@ It owns what those strategies would otherwise each repeat: the buffer's size (``
 or as many samples as ``memory_bytes`` holds, logits included when the strategy stores them),
 its seeded generator, its share under DDP, its state in checkpoints, its entry in
 ``summary.json`` and in the memory accounting. A subclass decides only *when* samples go in and
-*how* they are used, and adds its own state with ``{**super().state_dict(), ...}``.
+*how* they are used, and declares its own checkpointed attributes (``checkpointed = (...)``,
+added to ``buffer``; clplat/state.py).
 
 A plugin that works on a buffer (FPF) is offered the base strategy's by the dispatcher
 (``RunContext.base``, because the class declares :attr:`Strategy.provides_buffer`) rather than
@@ -27,6 +28,8 @@ class RehearsalStrategy(Strategy):
     """A strategy with one replay buffer (``self.buffer``)."""
 
     provides_buffer = True
+    #: the buffer's state (``ReplayBuffer.state_dict``), saved once here for every rehearsal method
+    checkpointed = ("buffer",)
     stores_logits = False
     """Whether each stored sample carries its logits (DER, k-FPF's distillation): the budget in
     bytes then buys fewer samples."""
@@ -71,9 +74,3 @@ class RehearsalStrategy(Strategy):
 
     def memory_parts(self) -> dict[str, int]:
         return self.buffer.nbytes_by_part()
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"buffer": self.buffer.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.buffer.load_state_dict(state["buffer"])

@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from clplat.context import RunContext, Usage
 from clplat.errors import ConfigError
+from clplat.state import Stateful
 from clplat.stream import Experience, Scenario, SequenceData, Stream
 
 if TYPE_CHECKING:
@@ -79,13 +80,14 @@ def tensor_nbytes(*objects: Any) -> int:
     return total
 
 
-class Component:
+class Component(Stateful):
     """What the dispatcher (``clplat.hooks.Hooks``) drives: a strategy or a plugin.
 
     It holds what both share: the run context it is set up with (``self.module``, ``self.stream``,
     ``self.experience`` read from it), its rank under DDP, the hooks every part may receive, the
-    resource accounting and its checkpointed state. The hooks below are no-ops; a method
-    overrides those it needs.
+    resource accounting and its checkpointed state: the attributes a method names in
+    ``checkpointed`` (added to its bases'), saved and loaded by :class:`clplat.state.Stateful`.
+    The hooks below are no-ops; a method overrides those it needs.
     """
 
     #: scenarios this method supports; the loop refuses the others with a clear error
@@ -194,13 +196,6 @@ class Component:
         boundaries, e.g. a rehearsal set drawn for one experience; the loop records the run's
         total after every experience)."""
         self.usage.record_memory(sum(self.memory_parts().values()))
-
-    # -- checkpointing -----------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
 
 
 class Strategy(Component):

@@ -49,6 +49,7 @@ class AGEM(RehearsalStrategy):
     # gradients are averaged over the ranks before the projection, so every rank projects the
     # same gradient against the same reference: the one-process step with the union's memory batch
     supports_ddp = True
+    checkpointed = ("generator", "projections", "steps")  # and the rehearsal base's buffer
 
     def __init__(self, buffer_size: int = 500, replay_batch_size: int | None = None,
                  memory_bytes: int | None = None, seed: int = 0):
@@ -108,12 +109,3 @@ class AGEM(RehearsalStrategy):
 
     def summary(self) -> dict[str, Any]:
         return {**super().summary(), "agem_projected_fraction": self.projections / max(self.steps, 1)}
-
-    def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "generator": self.generator.get_state(),
-                "projections": self.projections, "steps": self.steps}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
-        self.generator.set_state(state["generator"])
-        self.projections, self.steps = int(state["projections"]), int(state["steps"])

@@ -37,6 +37,7 @@ class EWC(Strategy):
     name = "ewc"
     # every rank estimates the Fisher on the same seeded subset with the same weights: identical terms
     supports_ddp = True
+    checkpointed = ("fishers", "anchors", "generator")
 
     def __init__(self, ewc_lambda: float = 10.0, mode: str = "separate", gamma: float = 1.0,
                  fisher_samples: int | None = 200, seed: int = 0):
@@ -95,11 +96,3 @@ class EWC(Strategy):
     def summary(self) -> dict[str, Any]:
         return {"ewc_penalty_terms": len(self.fishers),
                 "ewc_fisher_mean": [float(torch.cat([f.flatten() for f in F.values()]).mean()) for F in self.fishers]}
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"fishers": self.fishers, "anchors": self.anchors, "generator": self.generator.get_state()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.fishers = [dict(f) for f in state["fishers"]]
-        self.anchors = [dict(a) for a in state["anchors"]]
-        self.generator.set_state(state["generator"])

@@ -56,6 +56,7 @@ from clplat.rehearsal import RehearsalStrategy
 from clplat.stream import Experience
 from clplat.strategy import Batch, Plugin, tensor_nbytes
 from clplat.seeds import SeedStream, seeded_generator
+from clplat.state import Stateful
 
 from .parts.common import finite_mse, manual_steps, sample_buffer, snapshot
 
@@ -113,8 +114,10 @@ def parameters_of(model: nn.Module, paths: Sequence[str]) -> list[nn.Parameter]:
     return [p for n, p in model.named_parameters() if p.requires_grad and (n + ".").startswith(chosen)]
 
 
-class Sensitivity:
+class Sensitivity(Stateful):
     """Per-module mean L1 parameter change per parameter across task switches."""
+
+    checkpointed = ("previous", "sums", "switches")
 
     def __init__(self) -> None:
         self.previous: dict[str, Tensor] | None = None
@@ -152,18 +155,12 @@ class Sensitivity:
         ranked = sorted(self.scores().items(), key=lambda item: -item[1])
         return [u for u, _ in ranked[:k]]
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"previous": None if self.previous is None else {k: v.cpu() for k, v in self.previous.items()},
-                "sums": dict(self.sums), "switches": self.switches}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.previous = state["previous"]
-        self.sums = dict(state["sums"])
-        self.switches = int(state["switches"])
 
 
-class FineTuner:
+class FineTuner(Stateful):
     """The FPF step shared by the plugin and k-FPF: choose modules, fine-tune them on a buffer."""
+
+    checkpointed = ("generator", "sensitivity", "steps", "seconds", "last_selection")
 
     def __init__(self, prefix: str, modules: Sequence[str] | str, top_k: int, iterations: int, lr: float,
                  batch_size: int, loss: str, kd_alpha: float, seed: int):
@@ -248,22 +245,13 @@ class FineTuner:
             "fpf_sample_fraction": samples / stream_samples if stream_samples else None,
         }
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"generator": self.generator.get_state(), "sensitivity": self.sensitivity.state_dict(),
-                "steps": self.steps, "seconds": self.seconds, "last_selection": list(self.last_selection)}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.generator.set_state(state["generator"])
-        self.sensitivity.load_state_dict(state["sensitivity"])
-        self.steps, self.seconds = int(state["steps"]), float(state["seconds"])
-        self.last_selection = list(state["last_selection"])
-
 
 class FPF(Plugin):
     """Fine-tune the forgetting-prone modules on the memory buffer after the base method."""
 
     name = "fpf"
     ddp_refusal = "its fine-tuning steps run outside the synchronised training step, so the ranks' weights would drift apart"
+    checkpointed = ("tuner", "stream_steps", "stream_samples")  # and the own buffer, below
 
     def __init__(self, modules: Sequence[str] | str = DEFAULT_MODULES, top_k: int = 3, iterations: int = 100,
                  lr: float = 0.05, batch_size: int = 32, loss: str = "ce", kd_alpha: float = 1.0,
@@ -326,15 +314,14 @@ class FPF(Plugin):
         out["fpf_buffer"] = "base" if self.base_buffer is not None else "own"
         return out
 
+    # the own buffer is None when the base's is reused: it is loaded only where both exist
     def state_dict(self) -> dict[str, Any]:
-        return {"tuner": self.tuner.state_dict(), "buffer": None if self.buffer is None else self.buffer.state_dict(),
-                "stream_steps": self.stream_steps, "stream_samples": self.stream_samples}
+        return {**super().state_dict(), "buffer": None if self.buffer is None else self.buffer.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.tuner.load_state_dict(state["tuner"])
+        super().load_state_dict(state)
         if self.buffer is not None and state["buffer"] is not None:
             self.buffer.load_state_dict(state["buffer"])
-        self.stream_steps, self.stream_samples = int(state["stream_steps"]), int(state["stream_samples"])
 
 
 def trigger_steps(total_steps: int, k: int) -> list[int]:
@@ -350,6 +337,9 @@ class KFPF(RehearsalStrategy):
 
     name = "kfpf"
     ddp_refusal = "its fine-tuning steps run outside the synchronised training step on each rank's own buffer, so the ranks' weights would drift apart"
+    checkpointed = ("tuner", "steps", "samples", "triggers", "trigger_steps")  # and the rehearsal base's buffer
+    #: checkpoints written before the trigger steps were recorded lack them
+    checkpoint_defaults = {"trigger_steps": []}
 
     def __init__(self, buffer_size: int = 500, k: int = 10, every_n_steps: int | None = None,
                  modules: Sequence[str] | str = DEFAULT_MODULES, top_k: int = 3, iterations: int = 20,
@@ -423,13 +413,3 @@ class KFPF(RehearsalStrategy):
                     "fpf_every_n_steps": self.every_n_steps, "fpf_planned_steps": self.planned_steps,
                     **super().summary()})
         return out
-
-    def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "tuner": self.tuner.state_dict(), "steps": self.steps,
-                "samples": self.samples, "triggers": self.triggers, "trigger_steps": list(self.trigger_steps)}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
-        self.tuner.load_state_dict(state["tuner"])
-        self.steps, self.samples, self.triggers = int(state["steps"]), int(state["samples"]), int(state["triggers"])
-        self.trigger_steps = [int(s) for s in state.get("trigger_steps", [])]

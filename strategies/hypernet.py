@@ -119,6 +119,7 @@ class Hypernet(Strategy):
     accepts_plugins = False
     plugins_refusal = "they act on the module's parameters, which a hypernetwork generates instead of training"
     ddp_refusal = "the generator it trains is not the module's parameters, which DDP synchronises"
+    checkpointed = ("targets", "learned", "current", "generator", "last_reg")  # and the hypernetwork, below
 
     def __init__(self, kind: str = "chunked_mlp", emb_dim: int = 32, chunk_emb_dim: int = 32,
                  chunk_size: int = 13000, hidden: Sequence[int] = (100, 100), rnn_hidden: int = 64,
@@ -340,20 +341,18 @@ class Hypernet(Strategy):
             out["hypernet_rnn_hidden"] = self.hnet.hidden_size
         return out
 
+    # the hypernetwork (resized before loading), the embeddings (one stacked tensor) and the
+    # embedding optimizer (restored at the next fit) are saved in forms of their own
     def state_dict(self) -> dict[str, Any]:
         emb_state = None
         if self.emb_optimizer is not None:
             emb_state = {"task": self.current, "state": self.emb_optimizer.state_dict()}
         return {
+            **super().state_dict(),
             "hnet": {k: v.detach().cpu().clone() for k, v in self.hnet.state_dict().items()},
             "rnn_hidden": self.hnet.hidden_size if isinstance(self.hnet, RNNHypernet) else None,
             "embeddings": torch.stack([e.detach().cpu() for e in self.embeddings]),
-            "targets": {j: t.cpu() for j, t in self.targets.items()},
-            "learned": list(self.learned),
-            "current": self.current,
             "emb_optimizer": emb_state,
-            "generator": self.generator.get_state(),
-            "last_reg": self.last_reg,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -363,13 +362,13 @@ class Hypernet(Strategy):
         with torch.no_grad():
             for e, saved in zip(self.embeddings, state["embeddings"]):
                 e.copy_(saved)
-        device = next(self.hnet.parameters()).device
-        self.targets = {int(j): t.to(device) for j, t in state["targets"].items()}
-        self.learned = [int(j) for j in state["learned"]]
-        self.current = state["current"]
         self._pending_emb_state = state["emb_optimizer"]
-        self.generator.set_state(state["generator"])
-        self.last_reg = float(state["last_reg"])
+        super().load_state_dict(state)
+
+    def after_load_state(self) -> None:
+        device = next(self.hnet.parameters()).device
+        self.targets = {int(j): t.to(device) for j, t in self.targets.items()}
+        self.learned = [int(j) for j in self.learned]
 
 
 __all__ = ["Hypernet", "lookahead_delta", "lowest_entropy", "INFERENCE"]

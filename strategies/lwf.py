@@ -54,6 +54,8 @@ class LwF(Strategy):
 
     name = "lwf"
     supports_ddp = True  # the teacher is a copy of weights every rank shares; distillation is per sample
+    # the teacher and groups are not saved: before_experience rebuilds them from the restored network
+    checkpointed = ("generator", "warmup_steps")
 
     def __init__(self, alpha: float = 0.5, temperature: float = 2.0, warmup_epochs: int = 1,
                  warmup_batch_size: int = 64, seed: int = 0):
@@ -141,11 +143,3 @@ class LwF(Strategy):
 
     def summary(self) -> dict[str, Any]:
         return {"lwf_warmup_steps": self.warmup_steps}
-
-    def state_dict(self) -> dict[str, Any]:
-        # the teacher and groups are rebuilt by before_experience from the restored network
-        return {"generator": self.generator.get_state(), "warmup_steps": self.warmup_steps}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.generator.set_state(state["generator"])
-        self.warmup_steps = int(state["warmup_steps"])

@@ -62,6 +62,7 @@ class PowerLawRehearsal(Strategy):
     # training data (and the same after-task session) and the loop shards it as any other data;
     # each rank holds the whole pools
     supports_ddp = True
+    checkpointed = ("generator", "clock", "revisits", "rehearsal_steps")  # and pools, below
 
     def __init__(self, schedule: str = "power_law", exponent: float = 1.0, decay: float = 1.0,
                  rehearsal_fraction: float = 1.0, buffer_size: int = 500, when: str = "interleaved",
@@ -188,18 +189,11 @@ class PowerLawRehearsal(Strategy):
             "pool_samples": sum(len(p) for p in self.pools.values()),
         }
 
+    # pools hold SequenceData, saved as (x, y, task) tuples: the one key written by hand
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "generator": self.generator.get_state(),
-            "pools": {t: (p.x.cpu(), p.y.cpu(), p.task.cpu()) for t, p in self.pools.items()},
-            "clock": self.clock.state_dict(),
-            "revisits": self.revisits,
-            "rehearsal_steps": self.rehearsal_steps,
-        }
+        return {**super().state_dict(),
+                "pools": {t: (p.x.cpu(), p.y.cpu(), p.task.cpu()) for t, p in self.pools.items()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.generator.set_state(state["generator"])
+        super().load_state_dict(state)
         self.pools = {int(t): SequenceData(*p) for t, p in state["pools"].items()}
-        self.clock.load_state_dict(state["clock"])
-        self.revisits = list(state["revisits"])
-        self.rehearsal_steps = int(state["rehearsal_steps"])

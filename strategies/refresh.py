@@ -69,6 +69,9 @@ class Refresh(Plugin):
 
     name = "refresh"
     ddp_refusal = "its unlearning step uses each rank's own gradient outside the synchronised step, so the ranks' weights would drift apart"
+    checkpointed = ("fisher", "generator", "fisher_generator", "unlearn_count", "step_count", "optimizer_step_norms")
+    #: checkpoints written before ``interval`` / ``scale`` existed lack these
+    checkpoint_defaults = {"step_count": 0, "optimizer_step_norms": {}}
 
     def __init__(self, gamma: float = 5e-3, scale: str = "optimizer_step", damping: float = 1e-3,
                  noise_std: float = 1e-3, unlearn_steps: int = 1, interval: int = 2, fisher_decay: float = 1e-5,
@@ -171,17 +174,3 @@ class Refresh(Plugin):
 
     def summary(self) -> dict[str, Any]:
         return {"refresh_unlearn_steps": self.unlearn_count}
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"fisher": self.fisher, "generator": self.generator.get_state(),
-                "fisher_generator": self.fisher_generator.get_state(), "unlearn_count": self.unlearn_count,
-                "step_count": self.step_count, "optimizer_step_norms": dict(self.optimizer_step_norms)}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.fisher = dict(state["fisher"])
-        self.generator.set_state(state["generator"])
-        self.fisher_generator.set_state(state["fisher_generator"])
-        self.unlearn_count = int(state["unlearn_count"])
-        # checkpoints written before ``interval`` / ``scale`` existed lack these
-        self.step_count = int(state.get("step_count", 0))
-        self.optimizer_step_norms = {str(k): float(v) for k, v in state.get("optimizer_step_norms", {}).items()}

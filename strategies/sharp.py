@@ -65,6 +65,9 @@ class SHARP(Strategy):
     #: class-incremental too). Task- and domain-IL are refused: with repeated classes every
     #: experience the per-class memories and the freezing-by-age schedule lose their meaning.
     supported_scenarios = (Scenario.CLASS_INCREMENTAL,)
+    checkpointed = ("types", "masks", "stm", "ltm", "peak_bytes", "stable_history", "generator", "sample_generator")
+    #: checkpoints written before the per-experience stable-unit history lack it
+    checkpoint_defaults = {"stable_history": []}
 
     def __init__(self, density: float = 0.4, replay_layer: int = 0, stm_per_class: int = 25,
                  stm_num_tasks: int = 1, ltm_per_class: int = 25, k: int = 5, loss: str = "supcon",
@@ -391,19 +394,5 @@ class SHARP(Strategy):
             "sharp_frozen_units": [int(self._frozen_units(l).sum()) for l in range(len(self.types))],
         }
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"types": [t.clone() for t in self.types], "masks": {k: v.clone() for k, v in self.masks.items()},
-                "stm": self.stm.state_dict(), "ltm": self.ltm.state_dict(), "peak_bytes": self.peak_bytes,
-                "stable_history": [list(c) for c in self.stable_history],
-                "generator": self.generator.get_state(), "sample_generator": self.sample_generator.get_state()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.types = [t.clone() for t in state["types"]]
-        self.masks = {k: v.clone() for k, v in state["masks"].items()}
-        self.stm.load_state_dict(state["stm"])
-        self.ltm.load_state_dict(state["ltm"])
-        self.peak_bytes = state["peak_bytes"]
-        self.stable_history = [list(c) for c in state.get("stable_history", [])]
-        self.generator.set_state(state["generator"])
-        self.sample_generator.set_state(state["sample_generator"])
+    def after_load_state(self) -> None:
         self._update_frozen()

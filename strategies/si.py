@@ -37,6 +37,7 @@ class SI(Strategy):
     name = "si"
     # importance accumulates all-reduced gradients times shared parameter moves: identical on every rank
     supports_ddp = True
+    checkpointed = ("anchor", "importance", "omega")
 
     def __init__(self, c: float = 0.1, xi: float = 0.1, clip_value: float | None = 1.0):
         super().__init__()
@@ -107,11 +108,3 @@ class SI(Strategy):
     def summary(self) -> dict[str, Any]:
         flat = torch.cat([v.flatten() for v in self.importance.values()]) if self.importance else torch.zeros(1)
         return {"si_importance_mean": float(flat.mean()), "si_importance_max": float(flat.max())}
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"anchor": self.anchor, "importance": self.importance, "omega": self.omega}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.anchor = dict(state["anchor"])
-        self.importance = dict(state["importance"])
-        self.omega = dict(state["omega"])

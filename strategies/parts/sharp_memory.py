@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from clplat.state import Stateful
+
 QUANT_LEVELS = 255
 
 
@@ -109,8 +111,10 @@ class ActivationMemory:
         self.entries = {int(c): StoredActivations(**e) for c, e in state.items()}
 
 
-class RepresentationMemory:
+class RepresentationMemory(Stateful):
     """Long-term memory: per class, top-layer representations and the unit mask they are read with."""
+
+    checkpointed = ("reps", "masks")
 
     def __init__(self) -> None:
         self.reps: dict[int, Tensor] = {}
@@ -124,13 +128,6 @@ class RepresentationMemory:
 
     def nbytes(self) -> int:
         return sum(r.shape[0] * (4 * r.shape[1] + 8) + self.masks[c].numel() for c, r in self.reps.items())
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"reps": dict(self.reps), "masks": dict(self.masks)}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.reps = {int(c): r for c, r in state["reps"].items()}
-        self.masks = {int(c): m for c, m in state["masks"].items()}
 
 
 def full_if_empty(mask: Tensor) -> Tensor:
