@@ -87,6 +87,17 @@ def interrupt_at(monkeypatch: pytest.MonkeyPatch, iteration: int, error: BaseExc
     monkeypatch.setattr(ContinualModule, "training_step", step)
 
 
+def interrupt_offline_run(monkeypatch: pytest.MonkeyPatch, cfg: DictConfig, iteration: int, signum: int) -> None:
+    """Run ``cfg`` with W&B offline until the signal ``signum`` interrupts it at ``iteration``;
+    W&B stays offline for what the test runs next (its resumed attempt)."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    interrupt_at(monkeypatch, iteration, RunInterrupted(signum))
+    with pytest.raises(RunInterrupted):
+        run_experiment(cfg)
+    monkeypatch.undo()
+    monkeypatch.setenv("WANDB_MODE", "offline")
+
+
 def assert_resume_matches_uninterrupted(make_cfg: Callable[..., DictConfig], monkeypatch: pytest.MonkeyPatch,
                                         overrides: list[str], at: int = 14) -> Path:
     """Run ``overrides`` once through, and once stopped by SIGTERM at step ``at`` then resumed;

@@ -177,16 +177,10 @@ def test_a_resumed_run_keeps_its_wandb_identity(make_cfg, monkeypatch):
     attempt's name, group and job type."""
     import signal
 
-    from clplat.errors import RunInterrupted
-    from tests.helpers import interrupt_at
+    from tests.helpers import interrupt_offline_run
 
-    monkeypatch.setenv("WANDB_MODE", "offline")
     cfg = make_cfg("logger=wandb", "logger.wandb.tags=[first]")
-    interrupt_at(monkeypatch, 14, RunInterrupted(signal.SIGINT))
-    with pytest.raises(RunInterrupted):
-        run_experiment(cfg)
-    monkeypatch.undo()
-    monkeypatch.setenv("WANDB_MODE", "offline")
+    interrupt_offline_run(monkeypatch, cfg, 14, signal.SIGINT)
     run_dir = Path(cfg.run_dir)
     identity = run_dir / "wandb" / "clplat_run.json"
     first = json.loads(identity.read_text())

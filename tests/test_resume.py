@@ -14,7 +14,8 @@ from omegaconf import open_dict
 from clplat.errors import ConfigError, RunInterrupted, TrainingDiverged
 from clplat.experiment import run_experiment
 from tests.conftest import TINY
-from tests.helpers import assert_resume_matches_uninterrupted, cli_env, comparable, interrupt_at, kill_then_resume
+from tests.helpers import (assert_resume_matches_uninterrupted, cli_env, comparable, interrupt_at, interrupt_offline_run,
+                           kill_then_resume)
 
 
 @pytest.mark.parametrize("strategy", ["naive", "joint", "cumulative", "replay", "replay_cb"])
@@ -143,11 +144,7 @@ def test_a_run_saved_with_the_old_logger_kind_resumes_and_loads(make_cfg, monkey
     with open_dict(old):
         old.logger = {"kind": ["csv", "wandb"], "project": "clplat", "entity": None, "group": None,
                       "tags": ["old"], "mode": "auto"}
-    interrupt_at(monkeypatch, 14, RunInterrupted(signal.SIGTERM))
-    with pytest.raises(RunInterrupted):
-        run_experiment(old)
-    monkeypatch.undo()
-    monkeypatch.setenv("WANDB_MODE", "offline")
+    interrupt_offline_run(monkeypatch, old, 14, signal.SIGTERM)
     run_dir = Path(old.run_dir)
     saved = OmegaConf.load(run_dir / "config.yaml")  # what clplat-train resume=<run dir> continues with
     assert saved.logger.kind == ["csv", "wandb"]
