@@ -58,8 +58,8 @@ class ReplayBuffer:
     """
 
     def __init__(self, capacity: int, policy: str = "reservoir", generator: torch.Generator | None = None):
-        check_int("strategy.buffer_size", capacity, 0)
-        check_choice("strategy.policy", policy, POLICIES)
+        check_int(".buffer_size", capacity, 0)
+        check_choice(".policy", policy, POLICIES)
         self.capacity = capacity
         self.policy = policy
         self.generator = generator if generator is not None else torch.Generator().manual_seed(0)

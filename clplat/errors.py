@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from contextlib import contextmanager
+from typing import Any, Iterable, Iterator
 
 
 class ConfigError(ValueError):
@@ -10,11 +11,44 @@ class ConfigError(ValueError):
 
     The CLI prints ``clplat: error: <message>`` and exits with code 2, the convention of
     argparse for usage errors, so sweeps and scripts can tell a typo from a crash.
+
+    A key that starts with a dot (``.density``) names an option of the component raising the
+    error, relative to the config node the component was built from: a component cannot know
+    where a config puts it (``strategy``, ``plugin.fpf``, a nested ``source``), so whoever builds
+    it from a node qualifies the key with that node's path (``within``). Any other key is
+    absolute and left as it is (a strategy pointing at ``backbone.num_layers``).
     """
 
     def __init__(self, key: str, value: Any, allowed: str) -> None:
         self.key, self.value, self.allowed = key, value, allowed
-        super().__init__(f"{key}={value!r} is not valid: {allowed}")
+        super().__init__(self._message())
+
+    def _message(self) -> str:
+        # a key never qualified (a component built by hand) reads as the bare option name
+        return f"{self.key.removeprefix('.')}={self.value!r} is not valid: {self.allowed}"
+
+    @property
+    def relative(self) -> bool:
+        """Whether the key still names an option relative to an unknown config node."""
+        return self.key.startswith(".")
+
+    def within(self, node: str) -> "ConfigError":
+        """Qualify a relative key with ``node``, the path of the config node the component was
+        built from (itself relative when it starts with a dot: a nested node); an absolute key
+        is kept. Changes this error in place, so re-raising it keeps its traceback."""
+        if self.relative and node:
+            self.key = f"{node}{self.key}"
+            self.args = (self._message(),)
+        return self
+
+
+@contextmanager
+def options_of(node: str) -> Iterator[None]:
+    """Errors raised inside about a component's own options (relative keys) name them under ``node``."""
+    try:
+        yield
+    except ConfigError as err:
+        raise err.within(node)
 
 
 def check_choice(key: str, value: Any, choices: Iterable[Any]) -> None:

@@ -111,20 +111,33 @@ def with_current_targets(node: DictConfig) -> DictConfig:
 
 
 def instantiate_node(node: DictConfig, key: str, **kwargs: Any) -> Any:
-    """``hydra.utils.instantiate`` that lets a builder's ``ConfigError`` through unwrapped and
-    turns a bad argument (unknown key, wrong type) into a ``ConfigError`` naming ``key``. A
-    ``search_space`` declared next to the defaults is for ``clplat-tune``, not the constructor;
-    an old ``_target_`` module path is read as its current one (``with_current_targets``)."""
+    """``hydra.utils.instantiate`` that lets a builder's ``ConfigError`` through unwrapped, its
+    relative key qualified with the path of the node that failed (``key``, or a node nested in
+    it such as ``stream.source``), and turns a bad argument (unknown key, wrong type) into a
+    ``ConfigError`` naming ``key``. A ``search_space`` declared next to the defaults is for
+    ``clplat-tune``, not the constructor; an old ``_target_`` module path is read as its current
+    one (``with_current_targets``)."""
+    built = without_search_space(with_current_targets(node))
     try:
-        return instantiate(without_search_space(with_current_targets(node)), **kwargs)
+        return instantiate(built, **kwargs)
     except InstantiationException as err:
-        cause = err.__cause__
+        wrapper, cause = err, err.__cause__
         while cause is not None and not isinstance(cause, ConfigError) and cause.__cause__ is not None:
-            cause = cause.__cause__
+            wrapper, cause = cause, cause.__cause__
         if isinstance(cause, ConfigError):
-            raise cause from None
+            raise cause.within(key + _nested_path(wrapper, built)) from None
         reason = str(err.__cause__ or err).splitlines()[0]
         raise ConfigError(key, node.get("_target_"), f"could not be built: {reason}") from err
+
+
+def _nested_path(err: BaseException, node: DictConfig) -> str:
+    """Where under ``node`` the call that ``err`` reports failed (``.source``; empty: ``node``'s
+    own target), read from the ``full_key:`` line Hydra ends its message with."""
+    lines = [line for line in str(err).splitlines() if line.startswith("full_key: ")]
+    if not lines:
+        return ""
+    failed, own = lines[-1].removeprefix("full_key: "), node._get_full_key(None)
+    return failed[len(own):] if own else f".{failed}"
 
 
 def build_hooks(cfg: DictConfig) -> Hooks:
@@ -133,13 +146,14 @@ def build_hooks(cfg: DictConfig) -> Hooks:
     base = instantiate_node(cfg.strategy, "strategy")
     if not isinstance(base, Component):
         raise ConfigError("strategy._target_", cfg.strategy.get("_target_"), "must build a clplat.strategy.Strategy")
-    plugins = []
+    plugins, keys = [], ["strategy"]
     for name, node in (cfg.get("plugin") or {}).items():  # None or an empty mapping: no plugins
         plugin = instantiate_node(node, f"plugin.{name}")
         if not isinstance(plugin, Plugin):
             raise ConfigError(f"plugin.{name}._target_", node.get("_target_"), "must build a clplat.strategy.Plugin")
         plugins.append(plugin)
-    return Hooks(base, plugins)
+        keys.append(f"plugin.{name}")
+    return Hooks(base, plugins, keys)
 
 
 def build_optimizer(cfg: DictConfig) -> Any:

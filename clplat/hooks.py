@@ -13,7 +13,10 @@ table that is ``Hooks``' class body, by the hook's kind:
 
 A run without plugins goes through the same dispatcher. The dispatcher also owns the run's
 ``RunContext`` and keeps it current (the experience, the running fit's budget and optimizers),
-so a method reads the run there instead of reaching into the trainer or another method.
+so a method reads the run there instead of reaching into the trainer or another method. Every
+call into a part goes through ``_qualified``: a ``ConfigError`` a part raises about one of its
+own options (a relative key, ``clplat.errors.ConfigError``) names it under the config node the
+part was built from (``Hooks.keys``).
 """
 
 from __future__ import annotations
@@ -29,6 +32,18 @@ from clplat.strategy import Component, Plugin, Strategy
 
 if TYPE_CHECKING:
     from clplat.module import ContinualModule
+
+
+def _qualified(key: str, hook: Callable[..., Any]) -> Callable[..., Any]:
+    """``hook``, a part's bound method, with its relative ``ConfigError`` keys qualified by ``key``."""
+
+    def call(*args: Any) -> Any:
+        try:
+            return hook(*args)
+        except ConfigError as err:
+            raise err.within(key)
+
+    return call
 
 
 class _Hook:
@@ -53,13 +68,14 @@ class Notify(_Hook):
     def __get__(self, hooks: "Hooks | None", owner: type | None = None) -> Any:
         if hooks is None:
             return self
-        name, keep, parts = self.name, self.keep, hooks.parts
+        keep = self.keep
+        parts = [_qualified(key, getattr(part, self.name)) for part, key in zip(hooks.parts, hooks.keys)]
 
         def notify(*args: Any) -> None:
             if keep is not None:
                 keep(hooks.context, *args)
             for part in parts:
-                getattr(part, name)(*args)
+                part(*args)
 
         return notify
 
@@ -68,7 +84,7 @@ class Choice(_Hook):
     """The base strategy alone answers."""
 
     def __get__(self, hooks: "Hooks | None", owner: type | None = None) -> Any:
-        return self if hooks is None else getattr(hooks.base, self.name)
+        return self if hooks is None else _qualified(hooks.keys[0], getattr(hooks.base, self.name))
 
 
 class Fold(_Hook):
@@ -80,8 +96,9 @@ class Fold(_Hook):
     def __get__(self, hooks: "Hooks | None", owner: type | None = None) -> Any:
         if hooks is None:
             return self
-        answer = getattr(hooks.base, self.name)
-        adjustments = [getattr(plugin, self.adjust) for plugin in hooks.plugins]
+        answer = _qualified(hooks.keys[0], getattr(hooks.base, self.name))
+        adjustments = [_qualified(key, getattr(plugin, self.adjust))
+                       for plugin, key in zip(hooks.plugins, hooks.keys[1:])]
 
         def fold(*args: Any) -> Any:
             value = answer(*args)
@@ -101,7 +118,8 @@ class Merge(_Hook):
     def __get__(self, hooks: "Hooks | None", owner: type | None = None) -> Any:
         if hooks is None:
             return self
-        return lambda: self.combine([getattr(part, self.name)() for part in hooks.parts])
+        return lambda: self.combine([_qualified(key, getattr(part, self.name))()
+                                     for part, key in zip(hooks.parts, hooks.keys)])
 
 
 def _entries(summaries: list[dict[str, Any]]) -> dict[str, Any]:
@@ -150,7 +168,10 @@ class Hooks:
     summary = Merge(_entries)
     memory_parts = Merge(_bytes_by_part)
 
-    def __init__(self, base: Strategy, plugins: Sequence[Plugin] = ()) -> None:
+    def __init__(self, base: Strategy, plugins: Sequence[Plugin] = (), keys: Sequence[str] | None = None) -> None:
+        """``keys``: the config node each part was built from, the base's first (``build_hooks``
+        passes ``strategy`` and ``plugin.<name>`` as the config names them); by default
+        ``strategy`` and ``plugin.<the plugin's name>``, the keys of the shipped configs."""
         if isinstance(base, Plugin):
             raise ConfigError("strategy", base.name, "is a plugin; use it as plugin=[...] on top of a strategy")
         if not isinstance(base, Strategy):
@@ -163,6 +184,9 @@ class Hooks:
             raise ConfigError("plugin", "[...]", f"strategy={base.name} takes no plugins{reason}")
         self.base, self.plugins = base, list(plugins)
         self.parts: list[Component] = [base, *self.plugins]
+        self.keys = list(keys) if keys is not None else ["strategy", *(f"plugin.{p.name}" for p in self.plugins)]
+        if len(self.keys) != len(self.parts):
+            raise ValueError(f"{len(self.keys)} keys for {len(self.parts)} parts (the base strategy and its plugins)")
         self.usage = Usage()
         self._context: RunContext | None = None
 
@@ -195,10 +219,10 @@ class Hooks:
         """Create the run context and set every part up with it, the base first: its declared
         capabilities (a buffer, as it is once set up) are in the context when plugins set up."""
         self._context = RunContext(module=module, stream=stream, usage=self.usage)
-        self.base.setup(self._context)
+        _qualified(self.keys[0], self.base.setup)(self._context)
         self._context.base = _capabilities(self.base)
-        for plugin in self.plugins:
-            plugin.setup(self._context)
+        for plugin, key in zip(self.plugins, self.keys[1:]):
+            _qualified(key, plugin.setup)(self._context)
 
     def plan(self, steps_for: Callable[[SequenceData], int]) -> None:
         """Before the first experience: ``steps_for(data)`` is the number of optimizer steps one

@@ -37,9 +37,9 @@ class RehearsalStrategy(Strategy):
     def __init__(self, buffer_size: int, memory_bytes: int | None, seed: int, policy: str = "reservoir",
                  replay_batch_size: int | None = None) -> None:
         super().__init__()
-        check_int("strategy.buffer_size", buffer_size, 1)
-        check_int("strategy.memory_bytes", memory_bytes, 1, allow_none=True)
-        check_int("strategy.replay_batch_size", replay_batch_size, 1, allow_none=True)
+        check_int(".buffer_size", buffer_size, 1)
+        check_int(".memory_bytes", memory_bytes, 1, allow_none=True)
+        check_int(".replay_batch_size", replay_batch_size, 1, allow_none=True)
         self.buffer_size, self.memory_bytes, self.seed, self.policy = buffer_size, memory_bytes, seed, policy
         self.replay_batch_size = replay_batch_size
         self.buffer = self._new_buffer()
@@ -48,7 +48,7 @@ class RehearsalStrategy(Strategy):
         """With ``memory_bytes``, the buffer holds as many samples as fit (replaces ``buffer_size``)."""
         super().setup(context)
         if self.memory_bytes is not None:
-            self.buffer_size = samples_for_budget("strategy.memory_bytes", self.memory_bytes,
+            self.buffer_size = samples_for_budget(".memory_bytes", self.memory_bytes,
                                                   sample_nbytes(context.stream, logits=self.stores_logits))
             self.buffer = self._new_buffer()
 
@@ -65,7 +65,7 @@ class RehearsalStrategy(Strategy):
         if self.world_size == 1:
             return ReplayBuffer(self.buffer_size, self.policy, seeded_generator(self.seed, SeedStream.BUFFER))
         capacity = split_count(self.buffer_size, self.rank, self.world_size)
-        check_int("strategy.buffer_size", capacity, 1)  # fewer slots than ranks: say so, not a crash
+        check_int(".buffer_size", capacity, 1)  # fewer slots than ranks: say so, not a crash
         return ReplayBuffer(capacity, self.policy, seeded_generator(self.seed, SeedStream.BUFFER, self.rank, self.world_size))
 
     def summary(self) -> dict[str, Any]:

@@ -36,11 +36,11 @@ from clplat.errors import ConfigError, check_choice, check_float
 SCHEDULES = ("power_law", "exponential", "uniform")
 
 
-def check_schedule(prefix: str, schedule: str, exponent: float, decay: float) -> None:
-    """Validate schedule arguments, naming ``<prefix>.<key>`` in errors."""
-    check_choice(f"{prefix}.schedule", schedule, SCHEDULES)
-    check_float(f"{prefix}.exponent", exponent, 0.0)
-    check_float(f"{prefix}.decay", decay, 0.0)
+def check_schedule(schedule: str, exponent: float, decay: float) -> None:
+    """Validate schedule arguments, options of the strategy or stream that takes them (relative keys)."""
+    check_choice(".schedule", schedule, SCHEDULES)
+    check_float(".exponent", exponent, 0.0)
+    check_float(".decay", decay, 0.0)
 
 
 def revisit_weights(ages: Tensor, schedule: str, exponent: float = 1.0, decay: float = 1.0) -> Tensor:
@@ -54,7 +54,7 @@ def revisit_weights(ages: Tensor, schedule: str, exponent: float = 1.0, decay: f
         return torch.exp(-decay * ages)
     if schedule == "uniform":
         return torch.ones_like(ages)
-    raise ConfigError("schedule", schedule, "allowed values are " + ", ".join(SCHEDULES))
+    raise ConfigError(".schedule", schedule, "allowed values are " + ", ".join(SCHEDULES))
 
 
 def revisit_probabilities(ages: Tensor, schedule: str, exponent: float = 1.0, decay: float = 1.0) -> Tensor:

@@ -64,7 +64,7 @@ class AGEM(RehearsalStrategy):
         stream = context.stream
         needed = len(stream) * self.world_size  # one sample per task on every rank
         if self.buffer_size < needed:
-            raise ConfigError("strategy.buffer_size", self.buffer_size,
+            raise ConfigError(".buffer_size", self.buffer_size,
                               f"A-GEM keeps buffer_size // {len(stream)} samples per task"
                               + (f", split over {self.world_size} ranks" if self.world_size > 1 else "")
                               + f"; needs at least {needed}")

@@ -42,8 +42,8 @@ class DER(RehearsalStrategy):
     def __init__(self, buffer_size: int = 500, alpha: float = 0.3, beta: float = 0.0,
                  replay_batch_size: int | None = None, memory_bytes: int | None = None, seed: int = 0):
         super().__init__(buffer_size, memory_bytes, seed, "reservoir", replay_batch_size)
-        check_float("strategy.alpha", alpha, 0.0)
-        check_float("strategy.beta", beta, 0.0)
+        check_float(".alpha", alpha, 0.0)
+        check_float(".beta", beta, 0.0)
         self.alpha, self.beta = float(alpha), float(beta)
         self.name = "derpp" if self.beta > 0 else "der"
         self._logits: Tensor | None = None

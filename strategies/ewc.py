@@ -42,10 +42,10 @@ class EWC(Strategy):
     def __init__(self, ewc_lambda: float = 10.0, mode: str = "separate", gamma: float = 1.0,
                  fisher_samples: int | None = 200, seed: int = 0):
         super().__init__()
-        check_float("strategy.ewc_lambda", ewc_lambda, 0.0)
-        check_choice("strategy.mode", mode, MODES)
-        check_float("strategy.gamma", gamma, 0.0, 1.0)
-        check_int("strategy.fisher_samples", fisher_samples, 1, allow_none=True)
+        check_float(".ewc_lambda", ewc_lambda, 0.0)
+        check_choice(".mode", mode, MODES)
+        check_float(".gamma", gamma, 0.0, 1.0)
+        check_int(".fisher_samples", fisher_samples, 1, allow_none=True)
         self.ewc_lambda, self.mode, self.gamma = float(ewc_lambda), mode, float(gamma)
         self.fisher_samples = fisher_samples
         self.name = "ewc" if mode == "separate" else "ewc_online"

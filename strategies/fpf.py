@@ -162,22 +162,22 @@ class FineTuner(Stateful):
 
     checkpointed = ("generator", "sensitivity", "steps", "seconds", "last_selection")
 
-    def __init__(self, prefix: str, modules: Sequence[str] | str, top_k: int, iterations: int, lr: float,
+    def __init__(self, modules: Sequence[str] | str, top_k: int, iterations: int, lr: float,
                  batch_size: int, loss: str, kd_alpha: float, seed: int):
         if isinstance(modules, str):
             modules = [modules]
         modules = list(modules)
         if not modules:
-            raise ConfigError(f"{prefix}.modules", modules, "choose at least one module group")
+            raise ConfigError(".modules", modules, "choose at least one module group")
         if "auto" in modules and modules != ["auto"]:
-            raise ConfigError(f"{prefix}.modules", modules, "'auto' cannot be combined with named groups")
-        check_int(f"{prefix}.top_k", top_k, 1)
-        check_int(f"{prefix}.iterations", iterations, 1)
-        check_float(f"{prefix}.lr", lr, 0.0)
-        check_int(f"{prefix}.batch_size", batch_size, 1)
-        check_choice(f"{prefix}.loss", loss, LOSSES)
-        check_float(f"{prefix}.kd_alpha", kd_alpha, 0.0)
-        self.prefix, self.modules, self.top_k = prefix, modules, top_k
+            raise ConfigError(".modules", modules, "'auto' cannot be combined with named groups")
+        check_int(".top_k", top_k, 1)
+        check_int(".iterations", iterations, 1)
+        check_float(".lr", lr, 0.0)
+        check_int(".batch_size", batch_size, 1)
+        check_choice(".loss", loss, LOSSES)
+        check_float(".kd_alpha", kd_alpha, 0.0)
+        self.modules, self.top_k = modules, top_k
         self.iterations, self.lr, self.batch_size = iterations, float(lr), batch_size
         self.loss, self.kd_alpha = loss, float(kd_alpha)
         self.generator = seeded_generator(seed, SeedStream.FPF)
@@ -188,13 +188,13 @@ class FineTuner(Stateful):
 
     def check(self, model: "ContinualModule") -> None:
         if self.modules != ["auto"]:
-            resolve_modules(model, self.modules, f"{self.prefix}.modules")
+            resolve_modules(model, self.modules, ".modules")
 
     def selection(self, model: "ContinualModule") -> list[str]:
         if self.modules == ["auto"]:
             top = self.sensitivity.top(self.top_k)
-            return top or resolve_modules(model, DEFAULT_MODULES, f"{self.prefix}.modules")
-        return resolve_modules(model, self.modules, f"{self.prefix}.modules")
+            return top or resolve_modules(model, DEFAULT_MODULES, ".modules")
+        return resolve_modules(model, self.modules, ".modules")
 
     def run(self, model: "ContinualModule", buffer: ReplayBuffer) -> tuple[int, int]:
         """``iterations`` SGD steps on buffer minibatches, only the selected modules move;
@@ -257,11 +257,11 @@ class FPF(Plugin):
                  lr: float = 0.05, batch_size: int = 32, loss: str = "ce", kd_alpha: float = 1.0,
                  when: str = "end", buffer_size: int = 500, memory_bytes: int | None = None, seed: int = 0):
         super().__init__()
-        check_choice("plugin.fpf.when", when, WHEN)
-        check_int("plugin.fpf.buffer_size", buffer_size, 1)
-        check_int("plugin.fpf.memory_bytes", memory_bytes, 1, allow_none=True)
+        check_choice(".when", when, WHEN)
+        check_int(".buffer_size", buffer_size, 1)
+        check_int(".memory_bytes", memory_bytes, 1, allow_none=True)
         self.memory_bytes = memory_bytes
-        self.tuner = FineTuner("plugin.fpf", modules, top_k, iterations, lr, batch_size, loss, kd_alpha, seed)
+        self.tuner = FineTuner(modules, top_k, iterations, lr, batch_size, loss, kd_alpha, seed)
         self.when = when
         self.buffer_size = buffer_size
         self.buffer: ReplayBuffer | None = None  # own buffer, when the base has none to reuse
@@ -281,7 +281,7 @@ class FPF(Plugin):
         else:
             self.base_buffer = None
             if self.memory_bytes is not None:  # own buffer: as many samples as fit
-                self.buffer_size = samples_for_budget("plugin.fpf.memory_bytes", self.memory_bytes,
+                self.buffer_size = samples_for_budget(".memory_bytes", self.memory_bytes,
                                                       sample_nbytes(context.stream, logits=self.tuner.loss == "kd"))
             self.buffer = ReplayBuffer(self.buffer_size, "reservoir", self.buffer_generator)
 
@@ -328,7 +328,7 @@ def trigger_steps(total_steps: int, k: int) -> list[int]:
     """The steps (1-based) after which k-FPF fine-tunes: ``round(j * total_steps / k)`` for
     ``j = 1..k`` (halves round up), so the last is ``total_steps``; fewer than ``k`` distinct
     steps when ``k > total_steps`` (then every step triggers)."""
-    check_int("strategy.k", k, 1)
+    check_int(".k", k, 1)
     return sorted({(2 * j * total_steps + k) // (2 * k) for j in range(1, k + 1)} - {0})
 
 
@@ -346,9 +346,9 @@ class KFPF(RehearsalStrategy):
                  lr: float = 0.05, batch_size: int = 32, loss: str = "ce", kd_alpha: float = 1.0,
                  memory_bytes: int | None = None, seed: int = 0):
         super().__init__(buffer_size, memory_bytes, seed)
-        check_int("strategy.k", k, 1)
-        check_int("strategy.every_n_steps", every_n_steps, 1, allow_none=True)
-        self.tuner = FineTuner("strategy", modules, top_k, iterations, lr, batch_size, loss, kd_alpha, seed)
+        check_int(".k", k, 1)
+        check_int(".every_n_steps", every_n_steps, 1, allow_none=True)
+        self.tuner = FineTuner(modules, top_k, iterations, lr, batch_size, loss, kd_alpha, seed)
         self.k, self.every_n_steps = k, every_n_steps
         self.name = f"kfpf_{loss}"
         self.stores_logits = loss == "kd"
@@ -374,7 +374,7 @@ class KFPF(RehearsalStrategy):
         if self._schedule is None:
             steps_for = self.context.steps_for
             if steps_for is None:  # not run by the experiment loop (unit use)
-                raise ConfigError("strategy.every_n_steps", None, "set it when training outside run_experiment "
+                raise ConfigError(".every_n_steps", None, "set it when training outside run_experiment "
                                   "(or call Hooks.plan(steps_for) first)")
             self.planned_steps = sum(steps_for(exp.train) for exp in self.stream)
             self._schedule = frozenset(trigger_steps(self.planned_steps, self.k))

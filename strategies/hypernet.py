@@ -128,34 +128,34 @@ class Hypernet(Strategy):
                  mip_encoding: bool | None = False, output_scale: float = 1.0, body_init: str = "he",
                  task_inference: str = "auto", seed: int = 0):
         super().__init__()
-        check_choice("strategy.kind", kind, KINDS)
-        check_int("strategy.emb_dim", emb_dim, 1)
-        check_int("strategy.chunk_emb_dim", chunk_emb_dim, 1 if kind == "chunked_mlp" else 0)
-        check_int("strategy.chunk_size", chunk_size, 1)
+        check_choice(".kind", kind, KINDS)
+        check_int(".emb_dim", emb_dim, 1)
+        check_int(".chunk_emb_dim", chunk_emb_dim, 1 if kind == "chunked_mlp" else 0)
+        check_int(".chunk_size", chunk_size, 1)
         if not isinstance(hidden, (list, tuple, ListConfig)):
-            raise ConfigError("strategy.hidden", hidden, "must be a list of layer widths, e.g. [100, 100] ([] for none)")
+            raise ConfigError(".hidden", hidden, "must be a list of layer widths, e.g. [100, 100] ([] for none)")
         hidden = list(hidden)
         for width in hidden:
-            check_int("strategy.hidden", width, 1)
-        check_int("strategy.rnn_hidden", rnn_hidden, 1)
-        check_int("strategy.grow", grow, 0)
+            check_int(".hidden", width, 1)
+        check_int(".rnn_hidden", rnn_hidden, 1)
+        check_int(".grow", grow, 0)
         if grow and kind != "rnn":
-            raise ConfigError("strategy.grow", grow, "growth applies to kind=rnn only; use 0 with chunked_mlp")
-        check_float("strategy.beta", beta, 0.0)
-        check_choice("strategy.lookahead", lookahead, (True, False))
-        check_int("strategy.reg_tasks", reg_tasks, 1, allow_none=True)
-        for key, value in (("strategy.lr", lr), ("strategy.emb_lr", emb_lr)):
-            check_float(key, value, 0.0, allow_none=key == "strategy.lr")
+            raise ConfigError(".grow", grow, "growth applies to kind=rnn only; use 0 with chunked_mlp")
+        check_float(".beta", beta, 0.0)
+        check_choice(".lookahead", lookahead, (True, False))
+        check_int(".reg_tasks", reg_tasks, 1, allow_none=True)
+        for key, value in ((".lr", lr), (".emb_lr", emb_lr)):
+            check_float(key, value, 0.0, allow_none=key == ".lr")
             if value is not None and value <= 0:
                 raise ConfigError(key, value, "must be a number > 0")
-        check_choice("strategy.init_from_previous", init_from_previous, (True, False))
-        check_choice("strategy.mip", mip, (True, False))
-        check_choice("strategy.mip_encoding", mip_encoding, (True, False, None))
-        check_float("strategy.output_scale", output_scale, 0.0)
+        check_choice(".init_from_previous", init_from_previous, (True, False))
+        check_choice(".mip", mip, (True, False))
+        check_choice(".mip_encoding", mip_encoding, (True, False, None))
+        check_float(".output_scale", output_scale, 0.0)
         if output_scale <= 0:
-            raise ConfigError("strategy.output_scale", output_scale, "must be a number > 0")
-        check_choice("strategy.body_init", body_init, BODY_INITS)
-        check_choice("strategy.task_inference", task_inference, INFERENCE)
+            raise ConfigError(".output_scale", output_scale, "must be a number > 0")
+        check_choice(".body_init", body_init, BODY_INITS)
+        check_choice(".task_inference", task_inference, INFERENCE)
         self.body_init = body_init
         self.kind, self.emb_dim, self.chunk_emb_dim, self.chunk_size = kind, emb_dim, chunk_emb_dim, chunk_size
         self.hidden, self.rnn_hidden, self.grow = hidden, rnn_hidden, grow
@@ -185,7 +185,7 @@ class Hypernet(Strategy):
         if self.task_inference == "auto":
             self.task_inference = "given" if stream.scenario is Scenario.TASK_INCREMENTAL else "entropy"
         if self.task_inference == "given" and stream.scenario is not Scenario.TASK_INCREMENTAL:
-            raise ConfigError("strategy.task_inference", "given", f"needs task ids at test time, but stream "
+            raise ConfigError(".task_inference", "given", f"needs task ids at test time, but stream "
                               f"{stream.name!r} is {stream.scenario.value}; use auto or entropy")
         named = [(n, p) for n, p in module.named_parameters()]
         for _, p in named:

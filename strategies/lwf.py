@@ -60,10 +60,10 @@ class LwF(Strategy):
     def __init__(self, alpha: float = 0.5, temperature: float = 2.0, warmup_epochs: int = 1,
                  warmup_batch_size: int = 64, seed: int = 0):
         super().__init__()
-        check_float("strategy.alpha", alpha, 0.0)
-        check_float("strategy.temperature", temperature, 1e-6)
-        check_int("strategy.warmup_epochs", warmup_epochs, 0)
-        check_int("strategy.warmup_batch_size", warmup_batch_size, 1)
+        check_float(".alpha", alpha, 0.0)
+        check_float(".temperature", temperature, 1e-6)
+        check_int(".warmup_epochs", warmup_epochs, 0)
+        check_int(".warmup_batch_size", warmup_batch_size, 1)
         self.alpha, self.temperature = float(alpha), float(temperature)
         self.warmup_epochs, self.warmup_batch_size = warmup_epochs, warmup_batch_size
         self.generator = seeded_generator(seed, SeedStream.LWF)

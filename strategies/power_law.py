@@ -69,15 +69,15 @@ class PowerLawRehearsal(Strategy):
                  reset_recency: bool = False, rehearsal_epochs: int = 1, batch_size: int = 64,
                  memory_bytes: int | None = None, seed: int = 0):
         super().__init__()
-        check_int("strategy.memory_bytes", memory_bytes, 1, allow_none=True)
+        check_int(".memory_bytes", memory_bytes, 1, allow_none=True)
         self.memory_bytes = memory_bytes
-        check_schedule("strategy", schedule, exponent, decay)
-        check_float("strategy.rehearsal_fraction", rehearsal_fraction, 0.0)
-        check_int("strategy.buffer_size", buffer_size, 1)
-        check_choice("strategy.when", when, WHEN)
-        check_choice("strategy.reset_recency", reset_recency, (True, False))
-        check_int("strategy.rehearsal_epochs", rehearsal_epochs, 1)
-        check_int("strategy.batch_size", batch_size, 1)
+        check_schedule(schedule, exponent, decay)
+        check_float(".rehearsal_fraction", rehearsal_fraction, 0.0)
+        check_int(".buffer_size", buffer_size, 1)
+        check_choice(".when", when, WHEN)
+        check_choice(".reset_recency", reset_recency, (True, False))
+        check_int(".rehearsal_epochs", rehearsal_epochs, 1)
+        check_int(".batch_size", batch_size, 1)
         self.schedule, self.exponent, self.decay = schedule, float(exponent), float(decay)
         self.rehearsal_fraction, self.buffer_size, self.when = float(rehearsal_fraction), buffer_size, when
         self.reset_recency, self.rehearsal_epochs, self.batch_size = reset_recency, rehearsal_epochs, batch_size
@@ -98,10 +98,10 @@ class PowerLawRehearsal(Strategy):
         stream = context.stream
         if self.memory_bytes is not None:
             per_sample = sample_nbytes(stream)
-            samples_for_budget("strategy.memory_bytes", self.memory_bytes, per_sample, slots=len(stream))
-            self.buffer_size = samples_for_budget("strategy.memory_bytes", self.memory_bytes, per_sample)
+            samples_for_budget(".memory_bytes", self.memory_bytes, per_sample, slots=len(stream))
+            self.buffer_size = samples_for_budget(".memory_bytes", self.memory_bytes, per_sample)
         else:  # every task's pool needs one sample at least
-            check_int("strategy.buffer_size", self.buffer_size, len(stream))
+            check_int(".buffer_size", self.buffer_size, len(stream))
 
     # -- the schedule ------------------------------------------------------------------------
     def rehearsal_amount(self, experience: Experience) -> int:

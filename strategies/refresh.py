@@ -77,14 +77,14 @@ class Refresh(Plugin):
                  noise_std: float = 1e-3, unlearn_steps: int = 1, interval: int = 2, fisher_decay: float = 1e-5,
                  fisher_samples: int | None = 200, seed: int = 0):
         super().__init__()
-        check_float("plugin.refresh.gamma", gamma, 0.0)
-        check_choice("plugin.refresh.scale", scale, SCALES)
-        check_float("plugin.refresh.damping", damping, 0.0)
-        check_float("plugin.refresh.noise_std", noise_std, 0.0)
-        check_int("plugin.refresh.unlearn_steps", unlearn_steps, 0)
-        check_int("plugin.refresh.interval", interval, 1)
-        check_float("plugin.refresh.fisher_decay", fisher_decay, 0.0, 1.0)
-        check_int("plugin.refresh.fisher_samples", fisher_samples, 1, allow_none=True)
+        check_float(".gamma", gamma, 0.0)
+        check_choice(".scale", scale, SCALES)
+        check_float(".damping", damping, 0.0)
+        check_float(".noise_std", noise_std, 0.0)
+        check_int(".unlearn_steps", unlearn_steps, 0)
+        check_int(".interval", interval, 1)
+        check_float(".fisher_decay", fisher_decay, 0.0, 1.0)
+        check_int(".fisher_samples", fisher_samples, 1, allow_none=True)
         self.gamma, self.scale = float(gamma), scale
         self.damping, self.noise_std = float(damping), float(noise_std)
         self.unlearn_steps, self.interval = unlearn_steps, interval

@@ -75,23 +75,23 @@ class SHARP(Strategy):
                  selection_samples: int = 1024, replay_batch_size: int | None = None, reinit: bool = True,
                  memory_bytes: int | None = None, activity: str = "response", seed: int = 0):
         super().__init__()
-        check_float("strategy.density", density, 0.0, 1.0)
+        check_float(".density", density, 0.0, 1.0)
         if density <= 0:
-            raise ConfigError("strategy.density", density, "must be a number in (0, 1]")
-        check_int("strategy.replay_layer", replay_layer, 0)
-        check_int("strategy.stm_per_class", stm_per_class, 1)
-        check_int("strategy.stm_num_tasks", stm_num_tasks, 1)
-        check_int("strategy.ltm_per_class", ltm_per_class, 1)
-        check_int("strategy.k", k, 1)
-        check_choice("strategy.loss", loss, LOSSES)
-        check_float("strategy.temperature", temperature, 1e-6)
-        check_int("strategy.phases", phases, 1)
-        check_float("strategy.min_activation_perc", min_activation_perc, 0.0, 100.0)
-        check_int("strategy.selection_samples", selection_samples, 1)
-        check_int("strategy.replay_batch_size", replay_batch_size, 1, allow_none=True)
-        check_choice("strategy.reinit", reinit, (True, False))
-        check_int("strategy.memory_bytes", memory_bytes, 1, allow_none=True)
-        check_choice("strategy.activity", activity, ACTIVITIES)
+            raise ConfigError(".density", density, "must be a number in (0, 1]")
+        check_int(".replay_layer", replay_layer, 0)
+        check_int(".stm_per_class", stm_per_class, 1)
+        check_int(".stm_num_tasks", stm_num_tasks, 1)
+        check_int(".ltm_per_class", ltm_per_class, 1)
+        check_int(".k", k, 1)
+        check_choice(".loss", loss, LOSSES)
+        check_float(".temperature", temperature, 1e-6)
+        check_int(".phases", phases, 1)
+        check_float(".min_activation_perc", min_activation_perc, 0.0, 100.0)
+        check_int(".selection_samples", selection_samples, 1)
+        check_int(".replay_batch_size", replay_batch_size, 1, allow_none=True)
+        check_choice(".reinit", reinit, (True, False))
+        check_int(".memory_bytes", memory_bytes, 1, allow_none=True)
+        check_choice(".activity", activity, ACTIVITIES)
         self.activity = activity
         self.density, self.replay_layer = float(density), replay_layer
         self.stm_per_class, self.stm_num_tasks, self.ltm_per_class = stm_per_class, stm_num_tasks, ltm_per_class
@@ -123,7 +123,7 @@ class SHARP(Strategy):
         stream = context.stream
         backbone = context.module.backbone
         if self.replay_layer >= backbone.num_layers - 1:
-            raise ConfigError("strategy.replay_layer", self.replay_layer,
+            raise ConfigError(".replay_layer", self.replay_layer,
                               f"must be < backbone.num_layers - 1 = {backbone.num_layers - 1} (replay re-enters the "
                               "layer above it); use backbone.num_layers>=2")
         self.connections, self.vectors = unit_map(backbone)
@@ -151,7 +151,7 @@ class SHARP(Strategy):
         ltm = stream.num_classes * (self.ltm_per_class * (4 * width + 8) + width)
         per_class = (self.memory_bytes - ltm) // (self.window_classes * self.stm_sample_bytes)
         if per_class < 1:
-            raise ConfigError("strategy.memory_bytes", self.memory_bytes,
+            raise ConfigError(".memory_bytes", self.memory_bytes,
                               f"is too small: the long-term memory takes {ltm} bytes and one activation per "
                               f"replayed class {self.window_classes * self.stm_sample_bytes} more; raise it or lower "
                               "strategy.ltm_per_class")

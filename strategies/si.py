@@ -41,11 +41,11 @@ class SI(Strategy):
 
     def __init__(self, c: float = 0.1, xi: float = 0.1, clip_value: float | None = 1.0):
         super().__init__()
-        check_float("strategy.c", c, 0.0)
-        check_float("strategy.xi", xi, 0.0)
+        check_float(".c", c, 0.0)
+        check_float(".xi", xi, 0.0)
         if xi <= 0:
-            raise ConfigError("strategy.xi", xi, "must be a number > 0 (it keeps the importance finite)")
-        check_float("strategy.clip_value", clip_value, 0.0, allow_none=True)
+            raise ConfigError(".xi", xi, "must be a number > 0 (it keeps the importance finite)")
+        check_float(".clip_value", clip_value, 0.0, allow_none=True)
         self.c, self.xi, self.clip_value = float(c), float(xi), clip_value
         self.anchor: dict[str, Tensor] = {}
         self.importance: dict[str, Tensor] = {}

@@ -52,7 +52,7 @@ SCENARIOS = ("auto", *(s.value for s in Scenario))
 
 def _require_benchmark(benchmark: Any) -> None:
     if not (hasattr(benchmark, "train_stream") and hasattr(benchmark, "test_stream")):
-        raise ConfigError("stream.benchmark", type(benchmark).__name__,
+        raise ConfigError(".benchmark", type(benchmark).__name__,
                           "must be an Avalanche benchmark (an object with train_stream and test_stream), "
                           "e.g. a config with _target_: avalanche.benchmarks.classic.SplitMNIST")
 
@@ -73,7 +73,7 @@ def to_sequences(x: Tensor, layout: str) -> Tensor:
         return x
     if x.dim() == 2:
         return x[..., None]
-    raise ConfigError("stream.layout", layout, f"cannot read samples of shape {tuple(x.shape[1:])} as sequences")
+    raise ConfigError(".layout", layout, f"cannot read samples of shape {tuple(x.shape[1:])} as sequences")
 
 
 def _materialise(dataset: Any, layout: str, batch_size: int, default_task: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -91,7 +91,7 @@ def _materialise(dataset: Any, layout: str, batch_size: int, default_task: int) 
         ys.append(y.long())
         ts.append(torch.as_tensor(batch[2]).long() if len(batch) > 2 else torch.full_like(y, default_task).long())
     if not xs:
-        raise ConfigError("stream.benchmark", type(dataset).__name__, "has an empty experience")
+        raise ConfigError(".benchmark", type(dataset).__name__, "has an empty experience")
     return torch.cat(xs), torch.cat(ys), torch.cat(ts)
 
 
@@ -119,14 +119,14 @@ def avalanche_stream(
 ) -> Stream:
     """Wrap an Avalanche ``benchmark`` as a clplat stream (see the module docs for the rules)."""
     _require_benchmark(benchmark)
-    check_choice("stream.layout", layout, LAYOUTS)
-    check_choice("stream.transform_group", transform_group, TRANSFORM_GROUPS)
-    check_choice("stream.standardize", standardize, (True, False))
-    check_choice("stream.scenario", scenario, SCENARIOS)
-    check_int("stream.batch_size", batch_size, minimum=1)
+    check_choice(".layout", layout, LAYOUTS)
+    check_choice(".transform_group", transform_group, TRANSFORM_GROUPS)
+    check_choice(".standardize", standardize, (True, False))
+    check_choice(".scenario", scenario, SCENARIOS)
+    check_int(".batch_size", batch_size, minimum=1)
     train_exps, test_exps = list(benchmark.train_stream), list(benchmark.test_stream)
     if len(train_exps) != len(test_exps):
-        raise ConfigError("stream.benchmark", type(benchmark).__name__,
+        raise ConfigError(".benchmark", type(benchmark).__name__,
                           f"needs one test experience per train experience (got {len(train_exps)} train, "
                           f"{len(test_exps)} test)")
 
@@ -137,7 +137,7 @@ def avalanche_stream(
         test = _materialise(_with_group(te.dataset, transform_group), layout, batch_size, default)
         labels = _experience_task_labels(tr, train[2])
         if len(labels) != 1 or _experience_task_labels(te, test[2]) != labels:
-            raise ConfigError("stream.benchmark", type(benchmark).__name__,
+            raise ConfigError(".benchmark", type(benchmark).__name__,
                               f"experience {k} mixes task labels {labels}; clplat needs one task label per experience")
         parts.append((train, test))
         task_labels.append(labels[0])
@@ -246,12 +246,12 @@ def benchmark_from_source(
     form Avalanche's vision benchmarks have, so the adapter's ``layout`` rule is exercised.
     """
     source = require_source(source)
-    check_int("stream.benchmark.n_experiences", n_experiences, minimum=1)
-    check_int("stream.benchmark.order_seed", order_seed, minimum=0, allow_none=True)
-    check_choice("stream.benchmark.task_labels", task_labels, (True, False))
-    check_choice("stream.benchmark.as_images", as_images, (True, False))
+    check_int(".n_experiences", n_experiences, minimum=1)
+    check_int(".order_seed", order_seed, minimum=0, allow_none=True)
+    check_choice(".task_labels", task_labels, (True, False))
+    check_choice(".as_images", as_images, (True, False))
     if source.num_classes % n_experiences:
-        raise ConfigError("stream.benchmark.n_experiences", n_experiences,
+        raise ConfigError(".n_experiences", n_experiences,
                           f"must divide the {source.num_classes} classes of {source.name}")
     train_x, test_x = source.train_x, source.test_x
     if as_images:

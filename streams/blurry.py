@@ -77,21 +77,21 @@ def blurry_stream(
     """
     source = require_source(source)
     num_classes = source.num_classes
-    check_int("stream.n_experiences", n_experiences, minimum=1)
-    check_int("stream.classes_per_experience", classes_per_experience, minimum=1, allow_none=True)
-    check_int("stream.order_seed", order_seed, minimum=0, allow_none=True)
-    check_float("stream.blur", blur, minimum=0.0, maximum=1.0)
+    check_int(".n_experiences", n_experiences, minimum=1)
+    check_int(".classes_per_experience", classes_per_experience, minimum=1, allow_none=True)
+    check_int(".order_seed", order_seed, minimum=0, allow_none=True)
+    check_float(".blur", blur, minimum=0.0, maximum=1.0)
     if blur >= 1.0:
-        raise ConfigError("stream.blur", blur, "must be below 1 (a class must keep some samples at home)")
-    check_int("stream.width", width, minimum=1)
-    check_int("stream.blur_seed", blur_seed, minimum=0)
+        raise ConfigError(".blur", blur, "must be below 1 (a class must keep some samples at home)")
+    check_int(".width", width, minimum=1)
+    check_int(".blur_seed", blur_seed, minimum=0)
     if n_experiences > num_classes:
-        raise ConfigError("stream.n_experiences", n_experiences,
+        raise ConfigError(".n_experiences", n_experiences,
                           f"must be at most the {num_classes} classes of {source.name}")
     per_exp = num_classes // n_experiences if classes_per_experience is None else classes_per_experience
     if per_exp * n_experiences != num_classes:
-        key, value = (("stream.n_experiences", n_experiences) if classes_per_experience is None
-                      else ("stream.classes_per_experience", classes_per_experience))
+        key, value = ((".n_experiences", n_experiences) if classes_per_experience is None
+                      else (".classes_per_experience", classes_per_experience))
         raise ConfigError(key, value, f"n_experiences x classes_per_experience must equal the {num_classes} "
                           f"classes of {source.name} (got {n_experiences} x {per_exp})")
 

@@ -29,8 +29,8 @@ ONLINE_KEY = "online"
 def online_stream(stream: Stream, batch_size: int = 10, name: str | None = None) -> Stream:
     """``stream`` with the same experiences, trained online in batches of ``batch_size``."""
     if not isinstance(stream, Stream):
-        raise ConfigError("stream.stream", type(stream).__name__,
+        raise ConfigError(".stream", type(stream).__name__,
                           "must be a stream config with a _target_ such as clplat.streams.split.split_stream")
-    check_int("stream.batch_size", batch_size, minimum=1)
+    check_int(".batch_size", batch_size, minimum=1)
     metadata = {**stream.metadata, ONLINE_KEY: {"batch_size": batch_size}, "base_stream": stream.name}
     return replace(stream, name=name or f"online_{stream.name}", metadata=metadata)

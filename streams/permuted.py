@@ -63,10 +63,10 @@ def permuted_stream(
     memory grows with ``n_experiences`` (subsample the source for long pixel sequences).
     """
     source = require_source(source)
-    check_int("stream.n_experiences", n_experiences, minimum=1)
-    check_int("stream.permutation_seed", permutation_seed, minimum=0)
-    check_choice("stream.first_identity", first_identity, (True, False))
-    check_choice("stream.task_labels", task_labels, (True, False))
+    check_int(".n_experiences", n_experiences, minimum=1)
+    check_int(".permutation_seed", permutation_seed, minimum=0)
+    check_choice(".first_identity", first_identity, (True, False))
+    check_choice(".task_labels", task_labels, (True, False))
     t, f = source.input_shape
     classes = tuple(range(source.num_classes))
 

@@ -42,10 +42,10 @@ def power_law_permuted_stream(
     name: str | None = None,
 ) -> Stream:
     """A domain-incremental permuted stream whose experiences bring earlier tasks back by ``schedule``."""
-    check_schedule("stream", schedule, exponent, decay)
-    check_int("stream.rehearsal_size", rehearsal_size, 0)
-    check_choice("stream.reset_recency", reset_recency, (True, False))
-    check_int("stream.seed", seed, 0)
+    check_schedule(schedule, exponent, decay)
+    check_int(".rehearsal_size", rehearsal_size, 0)
+    check_choice(".reset_recency", reset_recency, (True, False))
+    check_int(".seed", seed, 0)
     base = permuted_stream(source, n_experiences, permutation_seed, first_identity, task_labels=False)
     generator = torch.Generator().manual_seed(seed)
     clock = RecencyClock()

@@ -42,12 +42,12 @@ def image_geometry(source: SourceData, image_shape: Sequence[int] | None = None)
     """
     layout = source.metadata.get("layout")
     if layout not in LAYOUTS:
-        raise ConfigError("stream.source", source.name,
+        raise ConfigError(".source", source.name,
                           "must be an image source with a layout (digits, mnist, fashion_mnist, cifar10, ...)")
     T, F = source.input_shape
     if image_shape is not None:
         if len(image_shape) != 2:
-            raise ConfigError("stream.image_shape", list(image_shape), "must be [H, W]")
+            raise ConfigError(".image_shape", list(image_shape), "must be [H, W]")
         H, W = int(image_shape[0]), int(image_shape[1])
     elif layout == "rows":
         H = W = T
@@ -55,7 +55,7 @@ def image_geometry(source: SourceData, image_shape: Sequence[int] | None = None)
         H = W = math.isqrt(T)
     C = F // W if layout == "rows" else F
     if (layout == "rows" and (H != T or W * C != F)) or (layout == "pixels" and H * W != T):
-        raise ConfigError("stream.image_shape", None if image_shape is None else list(image_shape),
+        raise ConfigError(".image_shape", None if image_shape is None else list(image_shape),
                           f"does not match {source.name}'s {layout} sequences of {T} steps x {F} features; "
                           "give the image size as [H, W]")
     return layout, H, W, C
@@ -126,19 +126,19 @@ def rotated_stream(
     permuted stream, every experience holds the whole source.
     """
     source = require_source(source)
-    check_int("stream.n_experiences", n_experiences, minimum=1)
-    check_float("stream.max_angle", max_angle, minimum=0.0, maximum=360.0)
-    check_int("stream.rotation_seed", rotation_seed, minimum=0, allow_none=True)
-    check_int("stream.order_seed", order_seed, minimum=0, allow_none=True)
-    check_choice("stream.first_identity", first_identity, (True, False))
-    check_choice("stream.task_labels", task_labels, (True, False))
-    check_float("stream.fill", fill)
+    check_int(".n_experiences", n_experiences, minimum=1)
+    check_float(".max_angle", max_angle, minimum=0.0, maximum=360.0)
+    check_int(".rotation_seed", rotation_seed, minimum=0, allow_none=True)
+    check_int(".order_seed", order_seed, minimum=0, allow_none=True)
+    check_choice(".first_identity", first_identity, (True, False))
+    check_choice(".task_labels", task_labels, (True, False))
+    check_float(".fill", fill)
     if angles is not None:
         angles = list(angles)
         if len(angles) != n_experiences:
-            raise ConfigError("stream.angles", angles, f"must list one angle per experience ({n_experiences})")
+            raise ConfigError(".angles", angles, f"must list one angle per experience ({n_experiences})")
         for a in angles:
-            check_float("stream.angles", a)
+            check_float(".angles", a)
     geometry = image_geometry(source, image_shape)
     T, F = source.input_shape
     meta = source.metadata

@@ -135,23 +135,23 @@ def curriculum_stream(
     ``train_samples``/``test_samples`` are the fresh sequences drawn per experience; with
     ``heads=multi`` experience ``k`` trains on ``(k + 1) * train_samples`` labelled copies.
     """
-    check_choice("stream.task", task, MEMORY_TASKS)
-    check_choice("stream.heads", heads, HEADS)
-    check_choice("stream.encoding", encoding, ENCODINGS)
-    check_int("stream.n_start", n_start, minimum=1)
-    check_int("stream.n_experiences", n_experiences, minimum=1)
-    check_int("stream.seq_len", seq_len, minimum=1, allow_none=True)
-    check_int("stream.train_samples", train_samples, minimum=1)
-    check_int("stream.test_samples", test_samples, minimum=1)
-    check_int("stream.seed", seed, minimum=0)
-    check_int("stream.order_seed", order_seed, minimum=0, allow_none=True)
+    check_choice(".task", task, MEMORY_TASKS)
+    check_choice(".heads", heads, HEADS)
+    check_choice(".encoding", encoding, ENCODINGS)
+    check_int(".n_start", n_start, minimum=1)
+    check_int(".n_experiences", n_experiences, minimum=1)
+    check_int(".seq_len", seq_len, minimum=1, allow_none=True)
+    check_int(".train_samples", train_samples, minimum=1)
+    check_int(".test_samples", test_samples, minimum=1)
+    check_int(".seed", seed, minimum=0)
+    check_int(".order_seed", order_seed, minimum=0, allow_none=True)
     order = task_order(n_experiences, order_seed)
     ns = [n_start + i for i in order]
     n_max = max(ns)
     T = 2 * n_max if seq_len is None else seq_len
     need = n_max + 1 if task == "dms" else n_max  # dms compares with the bit N steps back
     if T < need:
-        raise ConfigError("stream.seq_len", seq_len, f"must be at least {need} for {task} with N up to {n_max}")
+        raise ConfigError(".seq_len", seq_len, f"must be at least {need} for {task} with N up to {n_max}")
     label = parity_labels if task == "parity" else dms_labels
 
     def draw(k: int, split: int, count: int) -> Tensor:
@@ -237,16 +237,16 @@ def state_tracking_stream(
     shifts to longer sequences, no task id at test time); ``task_labels=True`` gives a head per
     length range.
     """
-    check_choice("stream.task", task, STATE_TASKS)
-    check_int("stream.modulus", modulus, minimum=2)
-    check_int("stream.n_experiences", n_experiences, minimum=1)
-    check_int("stream.length_start", length_start, minimum=1)
-    check_int("stream.length_step", length_step, minimum=1)
-    check_int("stream.train_samples", train_samples, minimum=1)
-    check_int("stream.test_samples", test_samples, minimum=1)
-    check_int("stream.seed", seed, minimum=0)
-    check_int("stream.order_seed", order_seed, minimum=0, allow_none=True)
-    check_choice("stream.task_labels", task_labels, (True, False))
+    check_choice(".task", task, STATE_TASKS)
+    check_int(".modulus", modulus, minimum=2)
+    check_int(".n_experiences", n_experiences, minimum=1)
+    check_int(".length_start", length_start, minimum=1)
+    check_int(".length_step", length_step, minimum=1)
+    check_int(".train_samples", train_samples, minimum=1)
+    check_int(".test_samples", test_samples, minimum=1)
+    check_int(".seed", seed, minimum=0)
+    check_int(".order_seed", order_seed, minimum=0, allow_none=True)
+    check_choice(".task_labels", task_labels, (True, False))
     n_tokens = 2 if task == "count" else modulus
     curriculum = length_ranges(n_experiences, length_start, length_step)
     order = task_order(n_experiences, order_seed)

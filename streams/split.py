@@ -54,21 +54,21 @@ def split_stream(
     """
     source = require_source(source)
     num_classes = source.num_classes
-    check_int("stream.n_experiences", n_experiences, minimum=1)
-    check_int("stream.classes_per_experience", classes_per_experience, minimum=1, allow_none=True)
-    check_int("stream.order_seed", order_seed, minimum=0, allow_none=True)
-    check_choice("stream.task_labels", task_labels, (True, False))
+    check_int(".n_experiences", n_experiences, minimum=1)
+    check_int(".classes_per_experience", classes_per_experience, minimum=1, allow_none=True)
+    check_int(".order_seed", order_seed, minimum=0, allow_none=True)
+    check_choice(".task_labels", task_labels, (True, False))
     if n_experiences > num_classes:
         raise ConfigError(
-            "stream.n_experiences", n_experiences,
+            ".n_experiences", n_experiences,
             f"must be at most the {num_classes} classes of {source.name}",
         )
     per_exp = num_classes // n_experiences if classes_per_experience is None else classes_per_experience
     if per_exp * n_experiences != num_classes:
         key, value = (
-            ("stream.n_experiences", n_experiences)
+            (".n_experiences", n_experiences)
             if classes_per_experience is None
-            else ("stream.classes_per_experience", classes_per_experience)
+            else (".classes_per_experience", classes_per_experience)
         )
         raise ConfigError(
             key, value,

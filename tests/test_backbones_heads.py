@@ -31,11 +31,11 @@ def test_backbone_layers_and_reentry_agree(cls, pooling):
 
 
 def test_backbone_rejects_bad_arguments():
-    with pytest.raises(ConfigError, match="backbone.pooling"):
+    with pytest.raises(ConfigError, match="^pooling"):
         GRUBackbone(input_size=1, pooling="max")
-    with pytest.raises(ConfigError, match="backbone.num_layers"):
+    with pytest.raises(ConfigError, match="^num_layers"):
         LSTMBackbone(input_size=1, num_layers=0)
-    with pytest.raises(ConfigError, match="backbone.hidden_size"):
+    with pytest.raises(ConfigError, match="^hidden_size"):
         GRUBackbone(input_size=1, hidden_size=-4)
 
 

@@ -77,7 +77,7 @@ def test_buffer_sampling_and_state_round_trip():
     clone.load_state_dict(buffer.state_dict())
     assert torch.equal(clone.sample(4)["y"], buffer.sample(4)["y"])  # same memory, same RNG state
     assert buffer.nbytes() == 10 * (4 + 8 + 8)
-    with pytest.raises(ConfigError, match="strategy.policy"):
+    with pytest.raises(ConfigError, match="^policy"):
         ReplayBuffer(10, policy="fifo")
 
 

@@ -109,5 +109,5 @@ def test_auto_inference_takes_the_hand_written_pass_at_16_units_only(monkeypatch
 
 
 def test_an_unknown_implementation_names_the_key():
-    with pytest.raises(ConfigError, match="backbone.implementation.*auto, torch, bptt"):
+    with pytest.raises(ConfigError, match="^implementation.*auto, torch, bptt"):
         GRUBackbone(input_size=1, implementation="cudnn")

@@ -283,3 +283,62 @@ def test_state_round_trips_in_both_checkpoint_layouts():
     wire(again, stream)
     again.load_state_dict(plain)
     assert torch.equal(again.base.buffer.x, alone.base.buffer.x)
+
+
+class Picky(Plugin):
+    """Refuses ``key`` in ``hook``: a relative key is one of its own options, an absolute one names
+    another part of the config."""
+
+    name = "picky"
+
+    def __init__(self, key: str, hook: str):
+        super().__init__()
+        self.key, self.hook = key, hook
+
+    def _refuse(self, hook: str) -> None:
+        if hook == self.hook:
+            raise ConfigError(self.key, 1, "is refused")
+
+    def setup(self, context: RunContext) -> None:
+        super().setup(context)
+        self._refuse("setup")
+
+    def before_experience(self, experience):
+        self._refuse("before_experience")
+
+    def adjust_loss(self, batch, loss):
+        self._refuse("adjust_loss")
+        return loss
+
+
+def test_a_part_names_its_own_options_under_its_config_key_in_any_hook():
+    stream = toy_stream()
+    batch = (stream[0].train.x[:4], stream[0].train.y[:4], stream[0].train.task[:4])
+    for hook, call in (("setup", lambda hooks: wire(hooks, stream)),
+                       ("before_experience", lambda hooks: wire(hooks, stream).hooks.before_experience(stream[0])),
+                       ("adjust_loss", lambda hooks: wire(hooks, stream).hooks.training_step(batch))):
+        with pytest.raises(ConfigError, match=r"^plugin\.mine\.alpha=1 is not valid: is refused$"):
+            call(Hooks(Naive(), [Picky(".alpha", hook)], keys=["strategy", "plugin.mine"]))
+        with pytest.raises(ConfigError, match=r"^plugin\.picky\.alpha="):  # the default key: the plugin's name
+            call(Hooks(Naive(), [Picky(".alpha", hook)]))
+        with pytest.raises(ConfigError, match=r"^backbone\.num_layers=1 "):  # absolute: kept as it is
+            call(Hooks(Naive(), [Picky("backbone.num_layers", hook)], keys=["strategy", "plugin.mine"]))
+
+
+def test_the_same_plugin_reports_the_key_the_config_gives_it():
+    """``build_hooks`` qualifies a plugin's option with its node, at construction and in its hooks."""
+    from omegaconf import OmegaConf
+
+    from clplat.experiment import build_hooks
+
+    for name in ("fpf", "finetune"):
+        cfg = OmegaConf.create({"strategy": {"_target_": "clplat.strategies.replay.Replay"},
+                                "plugin": {name: {"_target_": "clplat.strategies.fpf.FPF", "top_k": 0}}})
+        with pytest.raises(ConfigError, match=rf"^plugin\.{name}\.top_k=0 is not valid: must be an integer >= 1$"):
+            build_hooks(cfg)
+        cfg.plugin[name].top_k, cfg.plugin[name].modules = 3, ["decoder"]  # refused at setup, by the dispatcher
+        with pytest.raises(ConfigError, match=rf"^plugin\.{name}\.modules='decoder' is not valid"):
+            wire(build_hooks(cfg), toy_stream())
+    cfg = OmegaConf.create({"strategy": {"_target_": "clplat.strategies.replay.Replay", "buffer_size": 0}})
+    with pytest.raises(ConfigError, match=r"^strategy\.buffer_size=0 is not valid"):
+        build_hooks(cfg)

@@ -177,3 +177,29 @@ def _method_modules() -> set[str]:
 
     return {m for group in ("strategy", "plugin") for path in (ROOT / "conf" / group).glob("*.yaml")
             for m in re.findall(r"_target_: clplat\.strategies\.(\w+)\.", path.read_text())}
+
+
+def test_components_name_their_options_relative_to_their_config_node():
+    """A strategy, plugin, backbone or stream names its own options relative (``".density"``):
+    whoever builds it from a config node qualifies the key with that node's path
+    (``clplat.errors.ConfigError``), so a component reused under another key reports that key.
+    Here: no string in their modules is a key of their own group (``"strategy.density"``)."""
+    import ast
+    import re
+
+    groups = {"strategies": "strategy|plugin", "streams": "stream", "clplat/backbones": "backbone",
+              "clplat/rehearsal.py": "strategy|plugin", "clplat/buffers.py": "strategy|plugin",
+              "clplat/rehearsal_schedule.py": "strategy|plugin|stream"}
+    offenders = []
+    for where, group in groups.items():
+        key = re.compile(rf"^({group})\.[a-z_]+(\.[a-z_]+)*$")
+        key_start = re.compile(rf"^({group})\.")
+        paths = [ROOT / where] if where.endswith(".py") else sorted((ROOT / where).rglob("*.py"))
+        for path in paths:
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Constant) and isinstance(node.value, str) and key.match(node.value):
+                    offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.value!r}")
+                elif (isinstance(node, ast.JoinedStr) and isinstance(node.values[0], ast.Constant)
+                      and key_start.match(str(node.values[0].value))):  # f"strategy.{name}"
+                    offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}: f-string {node.values[0].value!r}...")
+    assert offenders == []

@@ -75,5 +75,5 @@ def test_replay_mixes_memory_into_the_step_and_stores_after_it():
     assert seen_batch_sizes[-1] == 8 + 3
     summary = replay.summary()
     assert summary["buffer_size"] == 6 and summary["buffer_bytes"] == replay.buffer.nbytes()
-    with pytest.raises(ConfigError, match="strategy.buffer_size"):
+    with pytest.raises(ConfigError, match="^buffer_size"):
         Replay(buffer_size=-1)

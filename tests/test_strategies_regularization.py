@@ -110,11 +110,11 @@ def test_ewc_separate_keeps_one_term_per_task_online_keeps_a_decayed_sum():
 
 
 def test_ewc_bad_arguments_name_their_key():
-    with pytest.raises(ConfigError, match=r"strategy\.mode"):
+    with pytest.raises(ConfigError, match=r"^mode"):
         EWC(mode="offline")
-    with pytest.raises(ConfigError, match=r"strategy\.ewc_lambda"):
+    with pytest.raises(ConfigError, match=r"^ewc_lambda"):
         EWC(ewc_lambda=-1)
-    with pytest.raises(ConfigError, match=r"strategy\.gamma"):
+    with pytest.raises(ConfigError, match=r"^gamma"):
         EWC(gamma=2.0)
 
 
@@ -161,7 +161,7 @@ def test_si_clips_gradient_values():
     module = wire(si, stream)
     sgd_step(module, si, batch_of(stream[0]))
     assert max(float(g.abs().max()) for g in si.omega.values()) > 0
-    with pytest.raises(ConfigError, match=r"strategy\.xi"):
+    with pytest.raises(ConfigError, match=r"^xi"):
         SI(xi=0.0)
 
 
@@ -246,5 +246,5 @@ def test_agem_step_projects_the_stream_gradient_against_the_memory_gradient():
     agem.before_optimizer_step()
     grad = torch.cat([p.grad.flatten() for _, p in named_trainable(module)])
     assert float(torch.dot(grad, reference)) >= -1e-4
-    with pytest.raises(ConfigError, match=r"strategy\.buffer_size"):
+    with pytest.raises(ConfigError, match=r"^strategy\.buffer_size"):
         wire(AGEM(buffer_size=2), stream)

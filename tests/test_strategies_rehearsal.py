@@ -93,7 +93,7 @@ def test_derpp_adds_ce_on_an_independent_draw():
     module.register_forward_pre_hook(lambda m, args: seen.append(args[0].shape[0]))
     derpp.training_step(batch_of(stream[1]))
     assert seen == [8, 3]  # stream batch, then one buffer draw (alpha = 0: no logit draw)
-    with pytest.raises(ConfigError, match=r"strategy\.alpha"):
+    with pytest.raises(ConfigError, match=r"^alpha"):
         DER(alpha=-1)
 
 
@@ -220,7 +220,7 @@ def test_power_law_default_memory_is_replays():
         strategy.after_experience(exp)
         assert strategy.memory_parts()["pools"] <= budget
     assert [len(p) for p in strategy.pools.values()] == [15] * 5  # 77 // 5
-    with pytest.raises(ConfigError, match=r"strategy\.buffer_size"):
+    with pytest.raises(ConfigError, match=r"^strategy\.buffer_size"):
         wire(PowerLawRehearsal(buffer_size=4), stream)  # fewer samples than tasks
 
 
@@ -273,11 +273,11 @@ def test_power_law_reset_recency_restarts_the_age_of_rehearsed_tasks():
     for k in range(3):
         strategy.after_experience(stream[k])
     assert strategy.clock.last_seen == {0: 2, 1: 2, 2: 2}
-    with pytest.raises(ConfigError, match=r"strategy\.schedule"):
+    with pytest.raises(ConfigError, match=r"^schedule"):
         PowerLawRehearsal(schedule="zipf")
-    with pytest.raises(ConfigError, match=r"strategy\.when"):
+    with pytest.raises(ConfigError, match=r"^when"):
         PowerLawRehearsal(when="sometimes")
-    with pytest.raises(ConfigError, match=r"strategy\.rehearsal_fraction"):
+    with pytest.raises(ConfigError, match=r"^rehearsal_fraction"):
         PowerLawRehearsal(rehearsal_fraction=-0.5)
 
 
@@ -304,5 +304,5 @@ def test_power_law_environment_brings_past_permutations_back_without_a_buffer():
     assert all(any(torch.equal(r, s) for s in stream[0].train.x) for r in rehearsed)
     again = power_law_permuted_stream(tiny_source(), n_experiences=4, rehearsal_size=50, exponent=2.0)
     assert all(torch.equal(a.train.x, b.train.x) for a, b in zip(stream, again))
-    with pytest.raises(ConfigError, match=r"stream\.schedule"):
+    with pytest.raises(ConfigError, match=r"^schedule"):
         power_law_permuted_stream(tiny_source(), schedule="nope")

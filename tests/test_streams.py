@@ -168,9 +168,9 @@ def test_mnist1d_is_seeded() -> None:
 
 
 def test_mnist1d_bad_values() -> None:
-    with pytest.raises(ConfigError, match="stream.source.implementation"):
+    with pytest.raises(ConfigError, match="^implementation"):
         mnist1d(implementation="fast")
-    with pytest.raises(ConfigError, match="stream.source.train_split"):
+    with pytest.raises(ConfigError, match="^train_split"):
         mnist1d(num_samples=10, train_split=0.05)
 
 
@@ -205,9 +205,9 @@ def test_digits_split_is_seeded() -> None:
     a, b, c = digits(seed=5), digits(seed=5), digits(seed=6)
     assert torch.equal(a.test_x, b.test_x)
     assert not torch.equal(a.test_x, c.test_x)
-    with pytest.raises(ConfigError, match="stream.source.layout"):
+    with pytest.raises(ConfigError, match="^layout"):
         digits(layout="columns")
-    with pytest.raises(ConfigError, match="stream.source.test_fraction"):
+    with pytest.raises(ConfigError, match="^test_fraction"):
         digits(test_fraction=1.5)
 
 
@@ -257,14 +257,14 @@ def test_cifar100_from_pickles(tmp_path: Path, no_cifar_md5: None) -> None:
 
 @pytest.mark.parametrize("builder", [mnist, fashion_mnist, cifar10, cifar100])
 def test_missing_root_names_the_key_and_the_fix(tmp_path: Path, builder) -> None:
-    with pytest.raises(ConfigError, match=r"stream\.source\.root") as err:
+    with pytest.raises(ConfigError, match=r"^root") as err:
         builder(root=str(tmp_path / "nowhere"))
     assert "download=true" in str(err.value)
 
 
 def test_bad_layout_is_a_config_error(tmp_path: Path) -> None:
     write_mnist_raw(tmp_path, "MNIST")
-    with pytest.raises(ConfigError, match="stream.source.layout"):
+    with pytest.raises(ConfigError, match="^layout"):
         mnist(root=str(tmp_path), layout="columns")
 
 
@@ -317,13 +317,13 @@ def test_split_task_incremental(digits_source: SourceData) -> None:
 @pytest.mark.parametrize(
     "kwargs,key",
     [
-        ({"n_experiences": 5, "classes_per_experience": 3}, "stream.classes_per_experience"),
-        ({"n_experiences": 5, "classes_per_experience": 1}, "stream.classes_per_experience"),
-        ({"n_experiences": 4}, "stream.n_experiences"),  # 10 classes do not split into 4
-        ({"n_experiences": 0}, "stream.n_experiences"),
-        ({"n_experiences": 11}, "stream.n_experiences"),
-        ({"order_seed": -1}, "stream.order_seed"),
-        ({"task_labels": "yes"}, "stream.task_labels"),
+        ({"n_experiences": 5, "classes_per_experience": 3}, "classes_per_experience"),
+        ({"n_experiences": 5, "classes_per_experience": 1}, "classes_per_experience"),
+        ({"n_experiences": 4}, "n_experiences"),  # 10 classes do not split into 4
+        ({"n_experiences": 0}, "n_experiences"),
+        ({"n_experiences": 11}, "n_experiences"),
+        ({"order_seed": -1}, "order_seed"),
+        ({"task_labels": "yes"}, "task_labels"),
     ],
 )
 def test_split_bad_values(digits_source: SourceData, kwargs: dict, key: str) -> None:
@@ -332,9 +332,9 @@ def test_split_bad_values(digits_source: SourceData, kwargs: dict, key: str) -> 
 
 
 def test_scenario_rejects_an_uninstantiated_source() -> None:
-    with pytest.raises(ConfigError, match=r"stream\.source"):
+    with pytest.raises(ConfigError, match=r"^source"):
         split_stream({"layout": "rows"})  # type: ignore[arg-type]
-    with pytest.raises(ConfigError, match=r"stream\.source"):
+    with pytest.raises(ConfigError, match=r"^source"):
         permuted_stream({"layout": "rows"})  # type: ignore[arg-type]
 
 
@@ -378,8 +378,8 @@ def test_permuted_stream_is_deterministic() -> None:
 
 @pytest.mark.parametrize(
     "kwargs,key",
-    [({"n_experiences": 0}, "stream.n_experiences"), ({"permutation_seed": -2}, "stream.permutation_seed"),
-     ({"first_identity": "no"}, "stream.first_identity")],
+    [({"n_experiences": 0}, "n_experiences"), ({"permutation_seed": -2}, "permutation_seed"),
+     ({"first_identity": "no"}, "first_identity")],
 )
 def test_permuted_bad_values(kwargs: dict, key: str) -> None:
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
@@ -414,9 +414,20 @@ def test_required_configs_exist() -> None:
 
 
 def test_config_errors_survive_hydra(tmp_path: Path) -> None:
-    """Hydra wraps errors from a target; the ConfigError stays reachable as the cause."""
+    """Hydra wraps errors from a target; the ConfigError stays reachable as the cause, its key
+    relative to the source, and ``instantiate_node`` qualifies it with the path of the node that
+    failed, wherever the config puts the stream."""
+    from clplat.experiment import instantiate_node
+
     cfg = OmegaConf.load(CONF / "split_mnist.yaml")
     cfg.source.root = str(tmp_path / "missing")
     with pytest.raises(InstantiationException) as err:
         instantiate(cfg)
-    assert isinstance(err.value.__cause__, ConfigError) and err.value.__cause__.key == "stream.source.root"
+    assert isinstance(err.value.__cause__, ConfigError) and err.value.__cause__.key == ".root"
+    for key in ("stream", "experiment.stream"):
+        with pytest.raises(ConfigError, match=rf"^{key}\.source\.root=") as qualified:
+            instantiate_node(cfg, key)
+        assert qualified.value.key == f"{key}.source.root"
+    nested = OmegaConf.create({"run": {"stream": cfg}})  # a node inside a config: Hydra's full_key is the whole path
+    with pytest.raises(ConfigError, match=r"^mystream\.source\.root="):
+        instantiate_node(nested.run.stream, "mystream")

@@ -148,11 +148,11 @@ def test_curriculum_encodings_and_bad_values() -> None:
     binary = curriculum_stream(task="dms", encoding="binary", n_experiences=2, train_samples=8, test_samples=4)
     bits = binary[1].train.x[..., 0].long()
     assert torch.equal(binary[1].train.y, dms_labels(bits, 3))
-    with pytest.raises(ConfigError, match=r"stream\.seq_len"):
+    with pytest.raises(ConfigError, match=r"^seq_len"):
         curriculum_stream(task="dms", n_start=4, n_experiences=1, seq_len=4)
     for kwargs, key in (({"heads": "two"}, "heads"), ({"task": "xor"}, "task"), ({"n_start": 0}, "n_start"),
                         ({"order_seed": -1}, "order_seed"), ({"encoding": "gray"}, "encoding")):
-        with pytest.raises(ConfigError, match=rf"stream\.{key}"):
+        with pytest.raises(ConfigError, match=rf"^{key}"):
             curriculum_stream(**kwargs)
 
 
@@ -198,7 +198,7 @@ def test_state_tracking_is_seeded_and_orderable() -> None:
     assert sorted(shuffled.metadata["length_ranges"]) == a.metadata["length_ranges"]
     assert shuffled.metadata["length_ranges"] != a.metadata["length_ranges"]
     assert state_tracking_stream(task_labels=True, **kwargs).scenario is Scenario.TASK_INCREMENTAL
-    with pytest.raises(ConfigError, match=r"stream\.modulus"):
+    with pytest.raises(ConfigError, match=r"^modulus"):
         state_tracking_stream(modulus=1)
 
 
@@ -236,9 +236,9 @@ def test_rotated_stream_rotates_images_and_keeps_labels(digits_raw: SourceData, 
 
 
 def test_rotated_needs_an_image_source() -> None:
-    with pytest.raises(ConfigError, match=r"stream\.source"):
+    with pytest.raises(ConfigError, match=r"^source"):
         rotated_stream(mnist1d(num_samples=50))
-    with pytest.raises(ConfigError, match=r"stream\.angles"):
+    with pytest.raises(ConfigError, match=r"^angles"):
         rotated_stream(digits(), n_experiences=3, angles=[0, 1])
 
 
@@ -282,9 +282,9 @@ def test_blurry_without_blur_is_the_split_stream() -> None:
     blurry, split = blurry_stream(src, n_experiences=3, blur=0.0, order_seed=2), split_stream(src, 3, order_seed=2)
     for a, b in zip(blurry, split):
         assert a.classes == b.classes and torch.equal(a.train.x, b.train.x) and torch.equal(a.test.y, b.test.y)
-    with pytest.raises(ConfigError, match=r"stream\.blur"):
+    with pytest.raises(ConfigError, match=r"^blur"):
         blurry_stream(src, n_experiences=3, blur=1.0)
-    with pytest.raises(ConfigError, match=r"stream\.n_experiences"):
+    with pytest.raises(ConfigError, match=r"^n_experiences"):
         blurry_stream(src, n_experiences=4)
 
 
@@ -296,9 +296,9 @@ def test_online_stream_marks_the_regime_only() -> None:
     online = online_stream(base, batch_size=4)
     assert online.metadata["online"] == {"batch_size": 4} and online.name == "online_split_toy"
     assert online.experiences is base.experiences and online.scenario is base.scenario
-    with pytest.raises(ConfigError, match=r"stream\.batch_size"):
+    with pytest.raises(ConfigError, match=r"^batch_size"):
         online_stream(base, batch_size=0)
-    with pytest.raises(ConfigError, match=r"stream\.stream"):
+    with pytest.raises(ConfigError, match=r"^stream"):
         online_stream({"n_experiences": 3}, batch_size=4)  # type: ignore[arg-type]
 
 
@@ -329,7 +329,7 @@ def test_adapter_works_without_avalanche(monkeypatch: pytest.MonkeyPatch) -> Non
     assert torch.equal(stream[1].train.x[..., 0], x + 1) and [e.task_id for e in stream] == [0, 1]
     til = adapter.avalanche_stream(fake_benchmark([(x, y, 0), (x, y + 2, 1)]))
     assert til.scenario is Scenario.TASK_INCREMENTAL and til.task_classes == ((0, 1), (2, 3))
-    with pytest.raises(ConfigError, match=r"stream\.benchmark"):
+    with pytest.raises(ConfigError, match=r"^benchmark"):
         adapter.avalanche_stream(SimpleNamespace(train_stream=[], other=[]))
     mixed = SimpleNamespace(train_stream=[SimpleNamespace(dataset=_Tensors(x, y), task_labels=[0, 1])],
                             test_stream=[SimpleNamespace(dataset=_Tensors(x, y), task_labels=[0, 1])])

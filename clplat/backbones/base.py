@@ -26,10 +26,10 @@ class RecurrentBackbone(nn.Module):
 
     def __init__(self, layers: Sequence[nn.Module], out_dim: int, pooling: str = "last", dropout: float = 0.0):
         super().__init__()
-        check_choice("backbone.pooling", pooling, POOLINGS)
-        check_float("backbone.dropout", dropout, 0.0, 1.0)
+        check_choice(".pooling", pooling, POOLINGS)
+        check_float(".dropout", dropout, 0.0, 1.0)
         if not layers:
-            raise ConfigError("backbone.num_layers", 0, "must be an integer >= 1")
+            raise ConfigError(".num_layers", 0, "must be an integer >= 1")
         self.layers = nn.ModuleList(layers)
         self.out_dim = out_dim
         self.pooling = pooling
@@ -88,9 +88,9 @@ class RecurrentBackbone(nn.Module):
 
 
 def check_rnn_args(input_size: int, hidden_size: int, num_layers: int) -> None:
-    check_int("backbone.input_size", input_size, 1)
-    check_int("backbone.hidden_size", hidden_size, 1)
-    check_int("backbone.num_layers", num_layers, 1)
+    check_int(".input_size", input_size, 1)
+    check_int(".hidden_size", hidden_size, 1)
+    check_int(".num_layers", num_layers, 1)
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -135,8 +135,8 @@ class IndRNNBackbone(ScanBackbone):
                  recurrent_bound: float | None = 1.0, residual: bool = True, newton_max_iters: int | None = None):
         """``recurrent_bound``: keep ``|u| <= bound`` (``None``: unconstrained); ``newton_max_iters``:
         parallel mode's iteration cap (``None``: the solver's ``min(T, 64)``); see the module docs."""
-        check_choice("backbone.activation", activation, ACTIVATIONS)
-        check_float("backbone.recurrent_bound", recurrent_bound, 0.0, allow_none=True)
-        check_int("backbone.newton_max_iters", newton_max_iters, 1, allow_none=True)
+        check_choice(".activation", activation, ACTIVATIONS)
+        check_float(".recurrent_bound", recurrent_bound, 0.0, allow_none=True)
+        check_int(".newton_max_iters", newton_max_iters, 1, allow_none=True)
         super().__init__(lambda f: IndRNNLayer(f, hidden_size, mode, activation, recurrent_bound, newton_max_iters),
                          input_size, hidden_size, num_layers, pooling, dropout, residual)

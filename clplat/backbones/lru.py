@@ -162,17 +162,17 @@ class LRUBackbone(ScanBackbone):
                  max_phase: float = math.pi):
         """``state_size`` ``N``: default ``hidden_size // 2`` complex states (``hidden_size`` real numbers,
         like a GRU of the same width) or ``hidden_size`` real ones; see the module docs for the rest."""
-        check_choice("backbone.eigenvalues", eigenvalues, EIGENVALUES)
-        check_int("backbone.state_size", state_size, 1, allow_none=True)
-        check_float("backbone.r_max", r_max, 0.0, 1.0)
-        check_float("backbone.r_min", r_min, 0.0, 1.0)
-        check_float("backbone.max_phase", max_phase, 0.0)
+        check_choice(".eigenvalues", eigenvalues, EIGENVALUES)
+        check_int(".state_size", state_size, 1, allow_none=True)
+        check_float(".r_max", r_max, 0.0, 1.0)
+        check_float(".r_min", r_min, 0.0, 1.0)
+        check_float(".max_phase", max_phase, 0.0)
         if max_phase <= 0:
-            raise ConfigError("backbone.max_phase", max_phase, "must be a number > 0")
+            raise ConfigError(".max_phase", max_phase, "must be a number > 0")
         if r_min > r_max:
-            raise ConfigError("backbone.r_min", r_min, f"must be <= backbone.r_max={r_max}")
+            raise ConfigError(".r_min", r_min, f"must be <= backbone.r_max={r_max}")
         if r_max >= 1.0:
-            raise ConfigError("backbone.r_max", r_max, "must be < 1 (|lambda| = 1 never decays)")
+            raise ConfigError(".r_max", r_max, "must be < 1 (|lambda| = 1 never decays)")
         if state_size is None:  # as many real state variables as a GRU of this width
             state_size = max(1, hidden_size // 2) if eigenvalues == "complex" else hidden_size
         N = state_size

@@ -124,9 +124,9 @@ class MambaBackbone(ScanBackbone):
         """``scan_backend``: :func:`clplat.kernels.selective_scan`'s ``backend`` (``auto``, ``cpp``,
         ``triton``, ``torch``, ``reference``); ``auto`` picks the fastest one available for the
         device and shape (:func:`clplat.kernels.resolve_selective_backend`)."""
-        check_int("backbone.d_state", d_state, 1)
-        check_int("backbone.d_conv", d_conv, 1)
-        check_int("backbone.expand", expand, 1)
-        check_choice("backbone.scan_backend", scan_backend, SELECTIVE_BACKENDS)
+        check_int(".d_state", d_state, 1)
+        check_int(".d_conv", d_conv, 1)
+        check_int(".expand", expand, 1)
+        check_choice(".scan_backend", scan_backend, SELECTIVE_BACKENDS)
         super().__init__(lambda f: MambaLayer(f, hidden_size, mode, d_state, d_conv, expand, scan_backend),
                          input_size, hidden_size, num_layers, pooling, dropout)

@@ -62,7 +62,7 @@ class MinRNNLayer(RecurrentLayer):
 
     def __init__(self, input_size: int, hidden_size: int, mode: str = "parallel", scan_method: str = "linear"):
         super().__init__(mode)
-        check_choice("backbone.scan_method", scan_method, SCAN_METHODS)
+        check_choice(".scan_method", scan_method, SCAN_METHODS)
         self.hidden_size, self.scan_method = hidden_size, scan_method
         self.proj = nn.Linear(input_size, self.gates * hidden_size)
 

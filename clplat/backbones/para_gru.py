@@ -257,8 +257,8 @@ class ParaGRUBackbone(ScanBackbone):
                  dropout: float = 0.0, mode: str = "parallel", newton_max_iters: int | None = None,
                  newton_tol: float | None = None, residual: bool = True):
         """``newton_max_iters``/``newton_tol``: solver cap and tolerance (``None``: the solver's defaults)."""
-        check_int("backbone.newton_max_iters", newton_max_iters, 1, allow_none=True)
-        check_float("backbone.newton_tol", newton_tol, 0.0, allow_none=True)
+        check_int(".newton_max_iters", newton_max_iters, 1, allow_none=True)
+        check_float(".newton_tol", newton_tol, 0.0, allow_none=True)
         super().__init__(lambda f: ParaGRULayer(f, hidden_size, mode, newton_max_iters, newton_tol),
                          input_size, hidden_size, num_layers, pooling, dropout, residual)
 

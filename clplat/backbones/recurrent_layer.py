@@ -33,7 +33,7 @@ State = Any  # a tensor or a tuple of tensors, whatever the layer carries betwee
 
 def check_mode(mode: str, allowed: Sequence[str] = MODES) -> None:
     """Reject an unknown ``mode`` with the config key the user typed."""
-    check_choice("backbone.mode", mode, allowed)
+    check_choice(".mode", mode, allowed)
 
 
 class RecurrentLayer(nn.Module):

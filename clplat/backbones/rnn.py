@@ -57,7 +57,7 @@ class GRULayer(_SequenceOnly):
     """
 
     def __init__(self, input_size: int, hidden_size: int, implementation: str = "auto"):
-        check_choice("backbone.implementation", implementation, GRU_IMPLEMENTATIONS)
+        check_choice(".implementation", implementation, GRU_IMPLEMENTATIONS)
         super().__init__(nn.GRU(input_size, hidden_size, batch_first=True))
         self.implementation = implementation
 

@@ -78,7 +78,7 @@ def images_to_sequences(images: Tensor, layout: str) -> Tensor:
     Both layouts are plain reshapes of the channels-last array, so no pixel is copied twice and
     ``rows`` features are ordered pixel-major, channel-minor (``r0 g0 b0 r1 g1 b1 ...``).
     """
-    check_choice("stream.source.layout", layout, LAYOUTS)
+    check_choice(".layout", layout, LAYOUTS)
     n, h, w, c = images.shape
     if layout == "rows":
         return images.reshape(n, h, w * c)
@@ -154,7 +154,7 @@ def require_source(source: Any) -> SourceData:
     """
     if not isinstance(source, SourceData):
         raise ConfigError(
-            "stream.source", type(source).__name__,
+            ".source", type(source).__name__,
             "must be a source config with a _target_ such as clplat.streams.sources.mnist1d",
         )
     return source

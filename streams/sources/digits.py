@@ -20,9 +20,9 @@ def digits(
     The data set has no official test split, so one is drawn: stratified (every class keeps its
     share in both splits, which small class-incremental experiences need) and seeded by ``seed``.
     """
-    check_choice("stream.source.layout", layout, LAYOUTS)
-    check_float("stream.source.test_fraction", test_fraction, minimum=0.01, maximum=0.99)
-    check_int("stream.source.seed", seed, minimum=0)
+    check_choice(".layout", layout, LAYOUTS)
+    check_float(".test_fraction", test_fraction, minimum=0.01, maximum=0.99)
+    check_int(".seed", seed, minimum=0)
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 

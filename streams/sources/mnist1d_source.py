@@ -145,15 +145,15 @@ def mnist1d(
     package already standardises globally; ``standardize`` then applies the platform-wide train
     statistics rule (a near no-op here, kept so every source obeys the same contract).
     """
-    check_int("stream.source.num_samples", num_samples, minimum=10)
-    check_int("stream.source.seed", seed, minimum=0)
-    check_float("stream.source.train_split", train_split, minimum=0.0, maximum=1.0)
-    check_int("stream.source.seq_length", seq_length, minimum=2)
-    check_choice("stream.source.implementation", implementation, IMPLEMENTATIONS)
+    check_int(".num_samples", num_samples, minimum=10)
+    check_int(".seed", seed, minimum=0)
+    check_float(".train_split", train_split, minimum=0.0, maximum=1.0)
+    check_int(".seq_length", seq_length, minimum=2)
+    check_choice(".implementation", implementation, IMPLEMENTATIONS)
     n = (num_samples // 10) * 10
     if not 0 < int(n * train_split) < n:
         raise ConfigError(
-            "stream.source.train_split", train_split,
+            ".train_split", train_split,
             f"must leave at least one train and one test sample out of {n}",
         )
 

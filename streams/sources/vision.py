@@ -31,7 +31,7 @@ def _load_split(
         if download:  # a failed download is not a config mistake: keep torchvision's error
             raise
         raise ConfigError(
-            "stream.source.root", str(root),
+            ".root", str(root),
             f"no {dataset_cls.__name__} files found there in torchvision's layout ({err}); "
             "point it at an existing copy or set stream.source.download=true to fetch it",
         ) from err
@@ -54,11 +54,11 @@ def _vision_source(
     standardize: bool,
 ) -> SourceData:
     """Load both splits, subsample (seeded), lay images out as sequences, standardise."""
-    check_choice("stream.source.layout", layout, LAYOUTS)
-    check_choice("stream.source.download", download, (True, False))
-    check_int("stream.source.max_train_samples", max_train_samples, minimum=1, allow_none=True)
-    check_int("stream.source.max_test_samples", max_test_samples, minimum=1, allow_none=True)
-    check_int("stream.source.seed", seed, minimum=0)
+    check_choice(".layout", layout, LAYOUTS)
+    check_choice(".download", download, (True, False))
+    check_int(".max_train_samples", max_train_samples, minimum=1, allow_none=True)
+    check_int(".max_test_samples", max_test_samples, minimum=1, allow_none=True)
+    check_int(".seed", seed, minimum=0)
     root_path = Path(root).expanduser()
 
     splits, class_counts = [], []
