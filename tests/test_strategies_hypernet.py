@@ -287,16 +287,17 @@ def test_rnn_growth_preserves_the_generated_weights_and_resize_restores_shapes()
 
 
 @pytest.mark.parametrize("kwargs, key", [
-    ({"kind": "lstm"}, "strategy.kind"), ({"chunk_size": 0}, "strategy.chunk_size"),
-    ({"hidden": 100}, "strategy.hidden"), ({"hidden": [10, 0]}, "strategy.hidden"),
-    ({"grow": 4}, "strategy.grow"), ({"beta": -1.0}, "strategy.beta"), ({"emb_lr": 0.0}, "strategy.emb_lr"),
-    ({"lr": -0.1}, "strategy.lr"), ({"lookahead": "yes"}, "strategy.lookahead"),
-    ({"task_inference": "oracle"}, "strategy.task_inference"), ({"reg_tasks": 0}, "strategy.reg_tasks"),
-    ({"output_scale": 0.0}, "strategy.output_scale"), ({"mip_encoding": "no"}, "strategy.mip_encoding"),
-    ({"body_init": "xavier"}, "strategy.body_init"),
+    ({"kind": "lstm"}, "kind"), ({"chunk_size": 0}, "chunk_size"),
+    ({"hidden": 100}, "hidden"), ({"hidden": [10, 0]}, "hidden"),
+    ({"grow": 4}, "grow"), ({"beta": -1.0}, "beta"), ({"emb_lr": 0.0}, "emb_lr"),
+    ({"lr": -0.1}, "lr"), ({"lookahead": "yes"}, "lookahead"),
+    ({"task_inference": "oracle"}, "task_inference"), ({"reg_tasks": 0}, "reg_tasks"),
+    ({"output_scale": 0.0}, "output_scale"), ({"mip_encoding": "no"}, "mip_encoding"),
+    ({"body_init": "xavier"}, "body_init"),
 ])
 def test_bad_values_are_refused_with_the_key(kwargs, key):
-    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+    # built by hand: the option alone (the builder adds ``strategy.``)
+    with pytest.raises(ConfigError, match=f"^{key}="):
         Hypernet(**kwargs)
 
 
