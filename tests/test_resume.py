@@ -90,7 +90,7 @@ def test_sigterm_saves_and_says_how_to_resume(tmp_path):
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 128 + signal.SIGTERM
+    assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]  # the error's stack if it ever ends otherwise
     assert f"resume={run_dir}" in err.strip().splitlines()[-1]
     assert (run_dir / "metrics.csv").exists() and not (run_dir / "summary.json").exists()
     assert subprocess.run([sys.executable, "-m", "clplat.train", f"resume={run_dir}", "seed=3"], env=env,
