@@ -97,6 +97,8 @@ METHODS = [
     Method("power_law", ["strategy=power_law"]),
     Method("kfpf", ["strategy=kfpf"]),
     Method("hypernet", ["strategy=hypernet"]),
+    # the hypernetwork's uncompressed reference; in class-IL and domain-IL it would need task inference
+    Method("separate", ["strategy=separate"], "one network per task; holds T - 1 stored copies", kinds=("task-IL",)),
     # SHARP's kNN memory alone (25 representations of 128 floats per class) exceeds the budget, so it
     # keeps the authors' per-class counts; its memory column shows what that costs
     Method("sharp", ["strategy=sharp", "backbone.num_layers=2", "strategy.memory_bytes=null"],
@@ -249,7 +251,8 @@ def write_board(path: Path, out: Path, scenarios: list[Scenario], methods: list[
              "fine-tuning, rehearsal or unlearning step. Wall time is each run's own measurement with two "
              "runs side by side on 2 cores (and, for the published board, other work on the machine): an "
              "order of magnitude, not a benchmark.", "",
-             "SHARP runs in the class-IL scenario only (it refuses streams whose classes repeat).", "",
+             "SHARP runs in the class-IL scenario only (it refuses streams whose classes repeat); `separate` (one "
+             "network per task, the reference of the hypernetwork's compression claim) in the task-IL scenario only.", "",
              f"Produced by `python benchmarks/leaderboard.py --out <dir> --trials {args.trials} --startup-trials "
              f"{args.startup_trials} --batch {args.batch} --jobs {args.jobs}`; a row is \"not run\" until its study "
              "and evaluation runs exist (the command continues where it stopped).", ""]

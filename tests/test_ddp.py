@@ -137,7 +137,7 @@ def ranks_final_states(run_dir: Path) -> list[dict]:
 
 @pytest.mark.parametrize("strategy", [
     "agem", "ewc", "power_law",
-    *(pytest.param(s, marks=pytest.mark.slow) for s in ("joint", "cumulative", "lwf", "ewc_online", "si")),
+    *(pytest.param(s, marks=pytest.mark.slow) for s in ("joint", "cumulative", "lwf", "ewc_online", "si", "separate")),
 ])
 def test_every_rank_ends_with_the_same_weights(tmp_path, strategy):
     # DDP keeps the ranks' weights equal only if whatever a method does besides the all-reduced
@@ -159,6 +159,10 @@ def test_every_rank_ends_with_the_same_weights(tmp_path, strategy):
             assert all(torch.equal(a[k], b[k]) for k in a)
     if strategy == "power_law":
         assert summary["strategy_state"]["rehearsal_samples"] > 0
+    if strategy == "separate":  # the stored networks, loaded at the same boundaries on every rank
+        stored = [state["clplat_strategy"]["networks"] for state in (rank0, rank1)]
+        assert stored[0].keys() == stored[1].keys() and len(stored[0]) > 0
+        assert all(torch.equal(stored[0][t][k], stored[1][t][k]) for t in stored[0] for k in stored[0][t])
 
 
 @pytest.mark.slow  # a third pair of processes; ~15 s on an idle 2-core machine
