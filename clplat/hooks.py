@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import torch
 
 from clplat.context import BaseCapabilities, RunContext, Usage
-from clplat.errors import ConfigError
+from clplat.errors import ConfigError, options_of
 from clplat.stream import Experience, SequenceData, Stream
 from clplat.strategy import Component, Plugin, Strategy
 
@@ -38,10 +38,8 @@ def _qualified(key: str, hook: Callable[..., Any]) -> Callable[..., Any]:
     """``hook``, a part's bound method, with its relative ``ConfigError`` keys qualified by ``key``."""
 
     def call(*args: Any) -> Any:
-        try:
+        with options_of(key):
             return hook(*args)
-        except ConfigError as err:
-            raise err.within(key)
 
     return call
 
