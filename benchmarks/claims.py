@@ -122,7 +122,9 @@ CLAIMS = [
           TASKIL, Method("hypernet", ["strategy=hypernet"]), Method("replay", ["strategy=replay"])),
     Claim("hypernet", "von Oswald et al., ICLR 2020", "it matches one network per task while compressing", TASKIL,
           Method("hypernet", ["strategy=hypernet"]), Method("separate", ["strategy=separate"]), direction=0),
-    Claim("hypernet", "Chandra et al., 2023", "an RNN hypernetwork beats the chunked MLP at nearly equal size (defaults: 50,294 vs 48,444 parameters; tuned sizes in the memory column)",
+    Claim("hypernet", "Chandra et al., 2023",
+          "an RNN hypernetwork beats the chunked MLP at nearly equal size "
+          "(defaults: 50,294 vs 48,444 parameters; tuned sizes in the memory column)",
           TASKIL,
           Method("hypernet_rnn", ["strategy=hypernet", "strategy.kind=rnn"]),
           Method("hypernet", ["strategy=hypernet"])),
