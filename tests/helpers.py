@@ -114,3 +114,18 @@ def assert_resume_matches_uninterrupted(make_cfg: Callable[..., DictConfig], mon
     assert run_experiment(interrupted, resume=True).summary["resumed"] is True
     assert comparable(run_dir) == comparable(Path(reference.run_dir))
     return run_dir
+
+
+def full_batch_steps(strategy, module: ContinualModule, experience, steps: int):  # noqa: ANN001, ANN201
+    """Start ``experience`` and take ``steps`` full-batch training steps the way Lightning runs them
+    (loss, backward, ``before_optimizer_step``, step); returns the optimizer."""
+    strategy.before_experience(experience)
+    optimizer = module.configure_optimizers()
+    data = experience.train
+    for _ in range(steps):
+        loss = strategy.training_step((data.x, data.y, data.task))
+        optimizer.zero_grad()
+        loss.backward()
+        strategy.before_optimizer_step()
+        optimizer.step()
+    return optimizer

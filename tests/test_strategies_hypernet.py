@@ -22,6 +22,7 @@ from clplat.strategies.parts.hypernetworks import ChunkedMLPHypernet, RNNHyperne
 from clplat.strategies.naive import Naive
 from tests.conftest import TINY, compose_config
 from tests.helpers import assert_resume_matches_uninterrupted, preflight_error, run_cli
+from tests.helpers import full_batch_steps as train
 from tests.test_strategies import toy_stream
 
 SMALL = dict(emb_dim=4, chunk_emb_dim=4, chunk_size=64, hidden=[16], rnn_hidden=8, lr=0.003, mip=False)
@@ -37,20 +38,6 @@ def wire(strategy: Hypernet, stream=None) -> ContinualModule:
                              lambda p: torch.optim.Adam(p, lr=0.01))
     hooks.setup(module, stream)
     return module
-
-
-def train(strategy: Hypernet, module: ContinualModule, experience, steps: int) -> torch.optim.Optimizer:
-    """``steps`` full-batch steps the way Lightning runs them (loss, backward, hook, step)."""
-    strategy.before_experience(experience)
-    optimizer = module.configure_optimizers()
-    data = experience.train
-    for _ in range(steps):
-        loss = strategy.training_step((data.x, data.y, data.task))
-        optimizer.zero_grad()
-        loss.backward()
-        strategy.before_optimizer_step()
-        optimizer.step()
-    return optimizer
 
 
 # -- the optimizer hook (core change) -------------------------------------------------------------

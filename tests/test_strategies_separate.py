@@ -15,31 +15,16 @@ from clplat.hooks import Hooks
 from clplat.module import ContinualModule
 from clplat.stream import Scenario
 from clplat.strategies.separate import SeparateNetworks
-from tests.helpers import assert_resume_matches_uninterrupted
-from tests.test_strategies import toy_stream
+from tests.helpers import assert_resume_matches_uninterrupted, full_batch_steps
+from tests.test_strategies import toy_stream, wire
 
 
 def task_il(n_exp: int = 3):
     return dataclasses.replace(toy_stream(n_exp=n_exp, per_exp=16), scenario=Scenario.TASK_INCREMENTAL)
 
 
-def wire(strategy: SeparateNetworks, stream) -> ContinualModule:
-    hooks = Hooks(strategy)
-    module = ContinualModule(GRUBackbone(2, 8), SingleHead(8, stream.num_classes), hooks,
-                             lambda p: torch.optim.SGD(p, lr=0.5))
-    hooks.setup(module, stream)
-    return module
-
-
 def train(strategy: SeparateNetworks, module: ContinualModule, experience, steps: int = 5) -> None:
-    strategy.before_experience(experience)
-    optimizer = module.configure_optimizers()
-    data = experience.train
-    for _ in range(steps):
-        loss = strategy.training_step((data.x, data.y, data.task))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    full_batch_steps(strategy, module, experience, steps)
     strategy.after_experience(experience)
 
 
