@@ -21,7 +21,11 @@ One training step (von Oswald's ``train.py`` loop, mapped onto Lightning's autom
     L_reg = beta / |R| * sum_{j in R} || hnet(e_j; Theta + dTheta) - W*_j ||^2;  L_reg.backward()
     theta_opt.step()                                                        # Lightning
 
-``W*_j`` (targets) are computed at the start of every task from the hypernetwork as it is then.
+``W*_j`` (targets) are the hypernetwork's outputs at the start of the current task: by default
+recomputed at every step from a snapshot ``Theta*`` of its parameters taken then (``targets:
+online``, hypnettorch's ``prev_theta``: memory of one generator, whatever the number of tasks,
+which is what keeps the method compressive), or stored as ``(T - 1) x N`` floats (``targets:
+stored``: no recomputation, as much memory as ``T - 1`` target networks).
 The target network is the run's own backbone + head, called through ``torch.func.functional_call``
 with generated tensors; its registered parameters are only a shape template (and MIP's
 ``theta_0`` initialisation) and never trained. The hypernetwork is trained by Lightning's
@@ -51,6 +55,7 @@ from clplat.seeds import SeedStream, seeded_generator
 from .parts.hypernetworks import BODY_INITS, KINDS, RNNHypernet, TargetSpec, build_hypernet
 
 INFERENCE = ("auto", "given", "entropy")
+TARGETS = ("online", "stored")
 #: classes outside the task chosen by entropy get this log-probability: finite, so the
 #: evaluator's loss stays finite when the task is guessed wrong; argmax is unaffected
 OUTSIDE_LOGPROB = math.log(1e-6)
@@ -119,14 +124,16 @@ class Hypernet(Strategy):
     accepts_plugins = False
     plugins_refusal = "they act on the module's parameters, which a hypernetwork generates instead of training"
     ddp_refusal = "the generator it trains is not the module's parameters, which DDP synchronises"
-    checkpointed = ("targets", "learned", "current", "generator", "last_reg")  # and the hypernetwork, below
+    checkpointed = ("targets", "theta_star", "regularized", "learned", "current", "generator", "last_reg")
+    # (and the hypernetwork, below); checkpoints from before ``targets: online`` stored every target
+    checkpoint_defaults = {"theta_star": {}, "regularized": None}
 
     def __init__(self, kind: str = "chunked_mlp", emb_dim: int = 32, chunk_emb_dim: int = 32,
                  chunk_size: int = 13000, hidden: Sequence[int] = (100, 100), rnn_hidden: int = 64,
                  grow: int = 0, beta: float = 3.0, lookahead: bool = True, reg_tasks: int | None = None,
                  lr: float | None = 0.001, emb_lr: float = 0.001, init_from_previous: bool = False, mip: bool = True,
                  mip_encoding: bool | None = False, output_scale: float = 1.0, body_init: str = "he",
-                 task_inference: str = "auto", seed: int = 0):
+                 task_inference: str = "auto", targets: str = "online", seed: int = 0):
         super().__init__()
         check_choice(".kind", kind, KINDS)
         check_int(".emb_dim", emb_dim, 1)
@@ -156,6 +163,8 @@ class Hypernet(Strategy):
             raise ConfigError(".output_scale", output_scale, "must be a number > 0")
         check_choice(".body_init", body_init, BODY_INITS)
         check_choice(".task_inference", task_inference, INFERENCE)
+        check_choice(".targets", targets, TARGETS)
+        self.target_mode = targets
         self.body_init = body_init
         self.kind, self.emb_dim, self.chunk_emb_dim, self.chunk_size = kind, emb_dim, chunk_emb_dim, chunk_size
         self.hidden, self.rnn_hidden, self.grow = hidden, rnn_hidden, grow
@@ -169,7 +178,9 @@ class Hypernet(Strategy):
         self.embeddings = nn.ParameterList()
         self.spec: TargetSpec | None = None
         self.class_mask: Tensor | None = None
-        self.targets: dict[int, Tensor] = {}  # task id -> flat weights fixed at this task's start
+        self.regularized: list[int] = []  # the previous tasks, whose outputs the regularizer holds fixed
+        self.targets: dict[int, Tensor] = {}  # targets: stored -> task id -> flat weights at this task's start
+        self.theta_star: dict[str, Tensor] = {}  # targets: online -> the hypernetwork's parameters then
         self.learned: list[int] = []  # task ids trained so far (the candidates of task inference)
         self.current: int | None = None
         self.theta_optimizer: torch.optim.Optimizer | None = None
@@ -235,10 +246,14 @@ class Hypernet(Strategy):
             if self.init_from_previous:
                 with torch.no_grad():
                     self.embeddings[t].copy_(self.embeddings[self.learned[-1]])
-        previous = [j for j in self.learned if j != t]
-        with torch.no_grad():
-            flat = self.generate(previous) if previous else None
-        self.targets = {j: flat[i].clone() for i, j in enumerate(previous)} if previous else {}
+        self.regularized = sorted(j for j in self.learned if j != t)
+        self.targets, self.theta_star = {}, {}
+        if self.regularized and self.target_mode == "stored":
+            with torch.no_grad():
+                flat = self.generate(self.regularized)
+            self.targets = {j: flat[i].clone() for i, j in enumerate(self.regularized)}
+        elif self.regularized:
+            self.theta_star = {n: p.detach().clone() for n, p in self.hnet.named_parameters()}
         if new_task:
             self.learned.append(t)
         self.current = t
@@ -267,7 +282,7 @@ class Hypernet(Strategy):
     def regularizer(self, delta: dict[int, Tensor] | None = None) -> Tensor:
         """``beta / |R| * sum_j ||hnet(e_j; Theta + dTheta) - W*_j||^2`` over previous tasks ``R``
         (all of them, or ``reg_tasks`` drawn at random each step); ``delta`` is detached."""
-        tasks = sorted(self.targets)
+        tasks = self.regularized
         if self.reg_tasks is not None and self.reg_tasks < len(tasks):
             pick = torch.randperm(len(tasks), generator=self.generator)[: self.reg_tasks]
             tasks = [tasks[i] for i in pick.tolist()]
@@ -275,8 +290,16 @@ class Hypernet(Strategy):
                   for n, p in self.hnet.named_parameters()}
         embeddings = torch.stack([self.embeddings[j].detach() for j in tasks])
         out = functional_call(self.hnet, params, (embeddings,))
-        targets = torch.stack([self.targets[j] for j in tasks])
-        return self.beta / len(tasks) * (out - targets).pow(2).sum()
+        return self.beta / len(tasks) * (out - self.target_outputs(tasks)).pow(2).sum()
+
+    def target_outputs(self, tasks: Sequence[int]) -> Tensor:
+        """``W*_j`` for the previous tasks ``tasks``, ``(len(tasks), N)``: stored, or generated
+        from the snapshot ``Theta*`` with the tasks' (frozen) embeddings."""
+        if self.target_mode == "stored":
+            return torch.stack([self.targets[j] for j in tasks])
+        embeddings = torch.stack([self.embeddings[j].detach() for j in tasks])
+        with torch.no_grad():
+            return functional_call(self.hnet, self.theta_star, (embeddings,))
 
     def before_optimizer_step(self) -> None:
         """Gradients of the task loss are in place: step the embedding, then add the output
@@ -284,7 +307,7 @@ class Hypernet(Strategy):
         if self.emb_optimizer is not None:
             self.emb_optimizer.step()
             self.emb_optimizer.zero_grad(set_to_none=True)
-        if self.beta > 0 and self.targets:
+        if self.beta > 0 and self.regularized:
             delta = lookahead_delta(self.theta_optimizer) if self.lookahead and self.theta_optimizer else None
             reg = self.regularizer(delta)
             reg.backward()
@@ -319,9 +342,10 @@ class Hypernet(Strategy):
 
     def memory_parts(self) -> dict[str, int]:
         """The generator (parameters and buffers), the task embeddings and the stored outputs
-        (the regularizer's targets); the target network's own tensors are the model."""
+        (the regularizer's targets, or the parameter snapshot they are computed from); the target
+        network's own tensors are the model."""
         return {"hypernet": tensor_nbytes(self.hnet), "embeddings": tensor_nbytes(self.embeddings),
-                "targets": tensor_nbytes(self.targets)}
+                "targets": tensor_nbytes(self.targets, self.theta_star)}
 
     # -- reporting and checkpoints -----------------------------------------------------------
     def summary(self) -> dict[str, Any]:
@@ -333,7 +357,9 @@ class Hypernet(Strategy):
             "hypernet_target_params": self.spec.numel,
             "hypernet_params_per_target_param": round(hnet_params / self.spec.numel, 4),
             "hypernet_num_chunks": self.hnet.num_chunks,
+            "hypernet_targets": self.target_mode,
             "hypernet_stored_target_floats": sum(t.numel() for t in self.targets.values()),
+            "hypernet_snapshot_floats": sum(t.numel() for t in self.theta_star.values()),
             "hypernet_task_inference": self.task_inference,
             "hypernet_last_reg": self.last_reg,
         }
@@ -368,6 +394,10 @@ class Hypernet(Strategy):
     def after_load_state(self) -> None:
         device = next(self.hnet.parameters()).device
         self.targets = {int(j): t.to(device) for j, t in self.targets.items()}
+        self.theta_star = {n: t.to(device) for n, t in self.theta_star.items()}
+        self.regularized = sorted(self.targets) if self.regularized is None else [int(j) for j in self.regularized]
+        if self.targets and not self.theta_star:  # a checkpoint written with stored targets goes on with them
+            self.target_mode = "stored"
         self.learned = [int(j) for j in self.learned]
 
 

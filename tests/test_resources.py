@@ -190,14 +190,21 @@ def test_naive_with_fpf_sizes_its_own_buffer_from_the_budget(make_cfg):
                                            "fpf_snapshot": param_bytes(summary)}
 
 
-def test_hypernet_counts_generator_embeddings_and_stored_outputs(make_cfg):
+def test_hypernet_counts_generator_embeddings_and_the_snapshot_of_its_targets(make_cfg):
     cfg, summary, res = run(make_cfg, "strategy=hypernet")
     state = summary["strategy_state"]
     assert res["memory_bytes_by_part"] == {"hypernet": 4 * state["hypernet_params"],
                                            "embeddings": 4 * state["hypernet_embedding_params"],
-                                           "targets": 4 * state["hypernet_stored_target_floats"]}
-    assert state["hypernet_stored_target_floats"] == 4 * state["hypernet_target_params"]  # 4 previous tasks
+                                           "targets": 4 * state["hypernet_snapshot_floats"]}
+    assert state["hypernet_snapshot_floats"] == state["hypernet_params"]  # targets: online, one generator
     assert res["samples_by_part"] == {"stream": sum(stream_batches(cfg))}
+
+
+def test_hypernet_with_stored_targets_counts_every_previous_tasks_outputs(make_cfg):
+    _, summary, res = run(make_cfg, "strategy=hypernet", "strategy.targets=stored")
+    state = summary["strategy_state"]
+    assert state["hypernet_stored_target_floats"] == 4 * state["hypernet_target_params"]  # 4 previous tasks
+    assert res["memory_bytes_by_part"]["targets"] == 4 * state["hypernet_stored_target_floats"]
 
 
 def test_sharp_reports_the_memories_its_own_budget_counts(make_cfg):

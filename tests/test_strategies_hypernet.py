@@ -90,7 +90,7 @@ def test_regularizer_is_zero_while_the_hypernetwork_is_unchanged_and_grows_when_
     module = wire(strategy)
     train(strategy, module, strategy.stream[0], 3)
     strategy.before_experience(strategy.stream[1])
-    assert set(strategy.targets) == {0}
+    assert strategy.regularized == [0]
     assert strategy.regularizer().item() == 0.0
     with torch.no_grad():
         strategy.hnet.out.bias.add_(0.01)
@@ -124,9 +124,30 @@ def test_old_task_weights_barely_move_with_the_regularizer_and_do_move_without(k
         train(strategy, module, strategy.stream[0], 5)
         train(strategy, module, strategy.stream[1], 30)
         with torch.no_grad():
-            drift[beta] = float((strategy.generate([0])[0] - strategy.targets[0]).norm() / strategy.targets[0].norm())
+            target = strategy.target_outputs([0])[0]
+            drift[beta] = float((strategy.generate([0])[0] - target).norm() / target.norm())
     assert drift[0.0] > 0.05, drift  # the new task pulls the shared generator away
     assert drift[1.0] < 0.1 * drift[0.0], drift
+
+
+@pytest.mark.parametrize("kind", ["chunked_mlp", "rnn"])
+def test_online_targets_equal_stored_ones_in_the_memory_of_one_generator(kind):
+    """Targets regenerated from the snapshot taken at the task's start are the stored targets, so
+    training is the same; what is held is one copy of the generator instead of (T - 1) x N floats."""
+    runs = {}
+    for mode in ("online", "stored"):
+        torch.manual_seed(0)
+        strategy = Hypernet(kind=kind, beta=1.0, targets=mode, **SMALL)
+        module = wire(strategy, toy_stream(n_exp=3, per_exp=16))
+        for exp in strategy.stream.experiences:
+            train(strategy, module, exp, 4)
+        runs[mode] = strategy
+    online, stored = runs["online"], runs["stored"]
+    assert torch.allclose(online.target_outputs([0, 1]), stored.target_outputs([0, 1]), atol=1e-6)
+    assert torch.allclose(online.generate([0, 1, 2]), stored.generate([0, 1, 2]), atol=1e-5)
+    generator = sum(p.numel() for p in online.hnet.parameters())
+    assert online.summary()["hypernet_snapshot_floats"] == generator and not online.targets
+    assert stored.summary()["hypernet_stored_target_floats"] == 2 * stored.spec.numel and not stored.theta_star
 
 
 def test_current_embedding_is_trained_by_its_own_optimizer_and_old_ones_stay_fixed():
@@ -389,7 +410,8 @@ def test_runs_with_recurrent_and_scan_backbones(make_cfg, overrides):
     assert s["num_experiences_finished"] == 5
     state = s["strategy_state"]
     assert state["hypernet_target_params"] == s["params"]["backbone"] + s["params"]["head"]
-    assert state["hypernet_params"] > 0 and state["hypernet_stored_target_floats"] == 4 * state["hypernet_target_params"]
+    assert state["hypernet_params"] > 0 and state["hypernet_stored_target_floats"] == 0  # targets: online
+    assert state["hypernet_snapshot_floats"] == state["hypernet_params"]
     if "strategy.grow=4" in overrides:
         assert state["hypernet_rnn_hidden"] == 8 + 4 * 4
     assert state["hypernet_task_inference"] == ("entropy" if "stream=split_mnist1d" in overrides else "given")
@@ -412,6 +434,21 @@ def test_hypernet_resume_equal_to_an_uninterrupted_run(make_cfg, monkeypatch, ca
     assert_resume_matches_uninterrupted(make_cfg, monkeypatch, overrides)  # stopped inside experience 2
 
 
+def test_a_checkpoint_with_stored_targets_resumes_with_them():
+    torch.manual_seed(0)
+    old = Hypernet(targets="stored", **SMALL)
+    module = wire(old)
+    train(old, module, old.stream[0], 2)
+    train(old, module, old.stream[1], 2)
+    state = old.state_dict()
+    del state["theta_star"], state["regularized"]  # the layout before online targets existed
+    fresh = Hypernet(**SMALL)  # that run's config names no `targets`: the default
+    wire(fresh)
+    fresh.load_state_dict(state)
+    assert fresh.target_mode == "stored" and fresh.regularized == [0]
+    assert torch.equal(fresh.target_outputs([0]), old.target_outputs([0]))
+
+
 def test_state_dict_round_trip_holds_everything():
     torch.manual_seed(0)
     strategy = Hypernet(kind="rnn", grow=2, **SMALL)
@@ -425,7 +462,7 @@ def test_state_dict_round_trip_holds_everything():
     fresh_module = wire(fresh)
     fresh.load_state_dict(state)
     assert fresh.learned == [0, 1] and fresh.current == 1
-    assert torch.equal(fresh.targets[0], strategy.targets[0])
+    assert fresh.regularized == [0] and torch.equal(fresh.target_outputs([0]), strategy.target_outputs([0]))
     assert torch.equal(fresh.generate([0, 1]), strategy.generate([0, 1]))
     optimizer = fresh_module.configure_optimizers()  # same task: the embedding optimizer resumes
     assert optimizer is fresh.theta_optimizer
