@@ -24,6 +24,7 @@ like the leaderboard: the same command continues where it stopped.
 
     python benchmarks/claims.py --out /work/claims --board /work/leaderboard     # the full table
     python benchmarks/claims.py --out /tmp/c --small --write /tmp/claims.md      # a minutes-long check
+    python benchmarks/claims.py --out /work/claims --board /work/leaderboard --no-run   # the table so far
 """
 
 from __future__ import annotations
@@ -232,12 +233,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--methods", nargs="*", help="only the claims of these methods (default: all)")
     parser.add_argument("--small", action="store_true", help="tiny budgets: checks the pipeline in minutes")
     parser.add_argument("--write", type=Path, default=ROOT / "docs" / "claims.md")
+    parser.add_argument("--no-run", action="store_true", help="only write the table from the runs kept so far")
     return parser.parse_args(argv)
 
 
 def build(args: argparse.Namespace, claims: list[Claim]) -> None:
     done: set[tuple[str, str]] = set()
-    for claim in claims:
+    for claim in claims if not args.no_run else []:
         for method in (claim.treatment, claim.control):
             key = (claim.scenario.name, method.name if method else "")
             if method is None or key in done or board_study(claim.scenario, method, args.board) is not None:
