@@ -32,7 +32,7 @@ DDP = [*TINY, "trainer=ddp_cpu"]
     (["trainer=ddp_cpu", "strategy=kfpf"], ("trainer.devices=2 is not valid: strategy 'kfpf_ce' does not support "
      "multi-process (ddp) training (its fine-tuning steps run outside the synchronised training step on each "
      "rank's own buffer, so the ranks' weights would drift apart); use trainer.devices=1, or one of the "
-     "strategies that do: agem, cumulative, der, derpp, ewc, ewc_online, joint, lwf, naive, power_law, replay, si")),
+     "strategies that do: agem, cumulative, der, derpp, ewc, ewc_online, joint, lwf, naive, power_law, replay, separate, si")),
     (["trainer=ddp_cpu", "strategy=replay", "plugin=[refresh]"],
      "strategy 'replay+refresh' does not support multi-process (ddp) training (refresh: its unlearning step"),
     (["trainer.devices=2", "strategy=hypernet"], "strategy 'hypernet' does not support multi-process"),
