@@ -38,7 +38,6 @@ own task's classes has the lowest entropy is used (HNET+ENT).
 
 from __future__ import annotations
 
-import math
 from typing import Any, Callable, Iterable, Sequence
 
 import torch
@@ -48,17 +47,15 @@ from torch.func import functional_call
 
 from clplat.context import RunContext
 from clplat.errors import ConfigError, check_choice, check_float, check_int
-from clplat.stream import Experience, Scenario
+from clplat.stream import Experience
 from clplat.strategy import Batch, Strategy, tensor_nbytes
 from clplat.seeds import SeedStream, seeded_generator
 
+from .parts.task_inference import (INFERENCE, lowest_entropy, resolve_task_inference, task_class_mask,
+                                   with_finite_floor)
 from .parts.hypernetworks import BODY_INITS, KINDS, RNNHypernet, TargetSpec, build_hypernet
 
-INFERENCE = ("auto", "given", "entropy")
 TARGETS = ("online", "stored")
-#: classes outside the task chosen by entropy get this log-probability: finite, so the
-#: evaluator's loss stays finite when the task is guessed wrong; argmax is unaffected
-OUTSIDE_LOGPROB = math.log(1e-6)
 
 
 def lookahead_delta(optimizer: torch.optim.Optimizer) -> dict[int, Tensor]:
@@ -104,17 +101,6 @@ def lookahead_delta(optimizer: torch.optim.Optimizer) -> dict[int, Tensor]:
                     d = -lr * g
                 deltas[id(p)] = d.detach()
     return deltas
-
-
-def lowest_entropy(logits: Tensor) -> tuple[Tensor, Tensor]:
-    """``logits (J, B, C)`` with ``-inf`` outside each candidate's classes -> (chosen index ``(B,)``,
-    log-probabilities of the chosen candidate ``(B, C)``, ``-inf`` outside its classes)."""
-    logp = torch.log_softmax(logits, dim=2)
-    plogp = torch.where(torch.isfinite(logp), logp.exp() * logp, torch.zeros_like(logp))
-    entropy = -plogp.sum(dim=2)  # (J, B)
-    choice = entropy.argmin(dim=0)
-    chosen = logp[choice, torch.arange(logp.shape[1], device=logp.device)]
-    return choice, chosen
 
 
 class Hypernet(Strategy):
@@ -193,11 +179,7 @@ class Hypernet(Strategy):
     def setup(self, context: RunContext) -> None:
         super().setup(context)
         module, stream = context.module, context.stream
-        if self.task_inference == "auto":
-            self.task_inference = "given" if stream.scenario is Scenario.TASK_INCREMENTAL else "entropy"
-        if self.task_inference == "given" and stream.scenario is not Scenario.TASK_INCREMENTAL:
-            raise ConfigError(".task_inference", "given", f"needs task ids at test time, but stream "
-                              f"{stream.name!r} is {stream.scenario.value}; use auto or entropy")
+        self.task_inference = resolve_task_inference(self.task_inference, stream)
         named = [(n, p) for n, p in module.named_parameters()]
         for _, p in named:
             p.requires_grad_(False)  # a template: the hypernetwork's output replaces it
@@ -210,10 +192,7 @@ class Hypernet(Strategy):
         # von Oswald: task embeddings ~ N(0, 1); one per task id (a task may recur)
         self.embeddings = nn.ParameterList(
             [nn.Parameter(torch.randn(self.emb_dim, generator=self.generator)) for _ in range(stream.num_tasks)])
-        mask = torch.zeros(stream.num_tasks, stream.num_classes, dtype=torch.bool)
-        for t, classes in enumerate(stream.task_classes):
-            mask[t, list(classes)] = True
-        self.class_mask = mask
+        self.class_mask = task_class_mask(stream)
 
     def _sync_device(self) -> None:
         """Keep the hypernetwork with the module (moved in place: optimizers keep their params).
@@ -327,7 +306,7 @@ class Hypernet(Strategy):
                 out[rows] = self.target_logits(flat[i], x[rows], task[rows], t)
             return out
         _, chosen = self.infer_task(x)
-        return torch.where(torch.isfinite(chosen), chosen, torch.full_like(chosen, OUTSIDE_LOGPROB))
+        return with_finite_floor(chosen)
 
     def infer_task(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """HNET+ENT: (task id chosen per sample, its log-probabilities). Candidates are the

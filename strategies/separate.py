@@ -22,11 +22,12 @@ from torch import Tensor
 from torch.func import functional_call
 
 from clplat.context import RunContext
-from clplat.errors import ConfigError, check_choice
-from clplat.stream import Experience, Scenario
+from clplat.errors import check_choice
+from clplat.stream import Experience
 from clplat.strategy import Strategy, tensor_nbytes
 
-from .hypernet import INFERENCE, OUTSIDE_LOGPROB, lowest_entropy
+from .parts.task_inference import (INFERENCE, lowest_entropy, resolve_task_inference, task_class_mask,
+                                   with_finite_floor)
 
 INITS = ("fresh", "previous")
 
@@ -50,17 +51,9 @@ class SeparateNetworks(Strategy):
 
     def setup(self, context: RunContext) -> None:
         super().setup(context)
-        stream = context.stream
-        if self.task_inference == "auto":
-            self.task_inference = "given" if stream.scenario is Scenario.TASK_INCREMENTAL else "entropy"
-        if self.task_inference == "given" and stream.scenario is not Scenario.TASK_INCREMENTAL:
-            raise ConfigError(".task_inference", "given", f"needs task ids at test time, but stream "
-                              f"{stream.name!r} is {stream.scenario.value}; use auto or entropy")
+        self.task_inference = resolve_task_inference(self.task_inference, context.stream)
         self.initial = self._weights()
-        mask = torch.zeros(stream.num_tasks, stream.num_classes, dtype=torch.bool)
-        for t, classes in enumerate(stream.task_classes):
-            mask[t, list(classes)] = True
-        self.class_mask = mask
+        self.class_mask = task_class_mask(context.stream)
 
     def _weights(self) -> dict[str, Tensor]:
         """A copy of the live network's weights (parameters and buffers)."""
@@ -103,7 +96,7 @@ class SeparateNetworks(Strategy):
         candidates = sorted(trained) or [0]
         logits = torch.stack([self._logits(x, torch.full_like(task, t), t) for t in candidates])
         _, chosen = lowest_entropy(logits)
-        return torch.where(torch.isfinite(chosen), chosen, torch.full_like(chosen, OUTSIDE_LOGPROB))
+        return with_finite_floor(chosen)
 
     def memory_parts(self) -> dict[str, int]:
         """The stored networks (every trained task's but the live one's) and, with ``init: fresh``,
