@@ -40,11 +40,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
-from torch import nn
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import clplat  # noqa: E402, F401 -- before torch: clplat's CPU allocator default (clplat.allocator)
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch import nn  # noqa: E402
 
 from clplat.backbones import (  # noqa: E402
     GRUBackbone,
@@ -163,6 +164,8 @@ def targets(table: dict[str, dict[str, dict]]) -> dict[str, bool | None]:
     out["para_gru_faster_than_sequential_T>=1024"] = (
         None if not long or "speedup_vs_sequential" not in long[0] else all(r["speedup_vs_sequential"] > 1 for r in long)
     )
+    mamba = at_1024.get("mamba")
+    out["mamba_at_least_half_gru_T1024"] = None if mamba is None else mamba["speedup_vs_gru"] >= 0.5
     return out
 
 
@@ -208,7 +211,7 @@ def main() -> None:
                   + ", ".join(notes), flush=True)
     table = dict(sorted(table.items(), key=lambda item: int(item[0])))
     summary = targets(table)
-    env = {k: v for k, v in sorted(os.environ.items()) if k.startswith("MALLOC_") or k.endswith("_NUM_THREADS")}
+    env = {k: v for k, v in sorted(os.environ.items()) if k.startswith(("MALLOC_", "THP_")) or k.endswith("_NUM_THREADS")}
     commands.append(" ".join([*(f"{k}={v}" for k, v in env.items()), "python", "benchmarks/backbones.py", *sys.argv[1:]]))
     print("targets:", json.dumps(summary))
     payload = {

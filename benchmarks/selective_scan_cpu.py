@@ -39,9 +39,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import clplat  # noqa: E402, F401 -- before torch: clplat's CPU allocator default (clplat.allocator)
+import torch  # noqa: E402
 
 from clplat.kernels import linear_scan, resolve_selective_backend, selective_scan  # noqa: E402
 from clplat.kernels.selective_cpu import cpu_kernel_available, exp_pass_cpu  # noqa: E402

@@ -19,7 +19,11 @@ import importlib.util
 import sys
 from pathlib import Path
 
+from clplat.allocator import prefer_huge_pages
+
 __version__ = "0.1.0"
+
+prefer_huge_pages()  # before anything imports torch; see clplat.allocator
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 _CHECKOUT_ROOT = _PACKAGE_DIR.parent

@@ -44,7 +44,7 @@ __all__ = [
 ]
 
 _SOURCE = Path(__file__).with_name("selective_cpu.cpp")
-_ABI_VERSION = 6
+_ABI_VERSION = 8
 _FLAG_SETS = (
     ["-O3", "-march=native", "-fopenmp-simd", "-fno-math-errno"],
     ["-O3", "-fopenmp-simd", "-fno-math-errno"],  # compilers that reject -march=native

@@ -297,3 +297,18 @@ def test_build_failure_falls_back(monkeypatch, tmp_path):
     finally:
         selective_cpu._library.cache_clear()
         monkeypatch.undo()
+
+
+@needs_kernel
+def test_cpp_float32_state_gate_precision():
+    """The state gate exp(delta A) in float32 (base 2 on A scaled by log2 e): relative error within
+    the rounding of the product delta A itself (|delta A| * 2^-23) plus 2 ulp, from A = -87 to 40.
+    T = 2, N = 1: h_0 = 1 (u = B = delta = 1), h_1 = exp(A) (u_1 = 0), y_1 = h_1."""
+    x = torch.cat([torch.linspace(-87, 40, 20001), -torch.logspace(-8, 1.9, 500)])
+    n = x.numel()
+    u = torch.zeros(1, 2, n)
+    u[:, 0] = 1.0
+    y, _ = selective_scan_core_cpu(u, torch.ones(1, 2, n), x.view(n, 1), torch.ones(1, 2, 1), torch.ones(1, 2, 1))
+    want = torch.exp(x.double())
+    rel = (y[0, 1].double() - want).abs() / want
+    assert (rel <= 2.4e-7 + 1.2e-7 * x.double().abs()).all(), float((rel / (2.4e-7 + 1.2e-7 * x.abs())).max())
