@@ -201,6 +201,7 @@ def main() -> None:
     parser.add_argument("--no-linear-scan", action="store_true", help="skip the linear_scan floor (needs ~4 GB)")
     parser.add_argument("--grid", action="store_true", help="also run the backend-choice grid")
     parser.add_argument("--grid-only", action="store_true", help="only the grid (keeps the file's floor section)")
+    # without --grid / --grid-only the file's grid section is kept
     parser.add_argument("--grid-repeats", type=int, default=5)
     parser.add_argument("--grid-max-volume", type=float, default=40e6)
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "selective_scan_cpu.json")
@@ -211,11 +212,13 @@ def main() -> None:
     payload = {"torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine(),
                "processor": platform.processor() or platform.uname().processor,
                "command": " ".join(["python", "benchmarks/selective_scan_cpu.py", *sys.argv[1:]])}
+    previous = json.loads(args.out.read_text()) if args.out.exists() else {}
     if args.grid_only:
-        previous = json.loads(args.out.read_text()) if args.out.exists() else {}
         payload = {**previous, **{k: v for k, v in payload.items() if k != "command"},
                    "grid_command": payload["command"]}
     else:
+        if not args.grid:  # the floor alone: the file's grid section stays
+            payload.update({k: previous[k] for k in ("grid", "grid_command") if k in previous})
         floor = floor_section(args.B, args.T, args.H, args.repeats, args.old, not args.no_linear_scan)
         payload["floor"] = floor
         print(f"shape {floor['shape']}")

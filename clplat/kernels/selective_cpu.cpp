@@ -75,6 +75,14 @@ inline V<T> splat(T x) {
   return V<T>{} + x;
 }
 
+// c[0] + x (c[1] + x (c[2] + ...)) by Horner's rule; the coefficients are compile-time constants.
+template <size_t K>
+inline V<float> horner(V<float> x, const float (&c)[K]) {
+  V<float> p = splat(c[K - 1]);
+  for (int i = static_cast<int>(K) - 2; i >= 0; --i) p = p * x + c[i];
+  return p;
+}
+
 // exp for 16 floats without libm: round-to-nearest k = x / ln2 (the 1.5 * 2^23 trick, whose bits
 // also give k as an integer), Cody-Waite reduction r = x - k ln2, degree-6 polynomial (Cephes
 // coefficients, ~1 ulp), scale by 2^k through the exponent bits. Inputs are clamped to the normal
@@ -87,13 +95,9 @@ inline V<float> vexp(V<float> x) {
   const V<float> k = t - magic;
   const VI ki = (VI)t - (VI)magic;
   const V<float> r = x - k * 0.693359375f + k * 2.12194440e-4f;
-  V<float> p = splat(1.9875691500e-4f);
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
+  static constexpr float c[] = {5.0000001201e-1f, 1.6666665459e-1f, 4.1665795894e-2f, 8.3334519073e-3f,
+                                1.3981999507e-3f, 1.9875691500e-4f};
+  const V<float> p = horner(r, c) * r * r + r + 1.0f;
   const VI bits = (ki + 127) << 23;
   return p * (V<float>)bits;  // vector casts reinterpret the bits
 }
@@ -115,19 +119,14 @@ inline V<float> vexp2(V<float> x) {
   const V<float> t = x + magic;
   const V<float> f = x - (t - magic);
   const VI ki = (VI)t - (VI)magic;
-  V<float> p = splat(1.5353362e-4f);
-  p = p * f + 1.3398875e-3f;
-  p = p * f + 9.618437e-3f;
-  p = p * f + 5.5503324e-2f;
-  p = p * f + 2.4022648e-1f;
-  p = p * f + 6.931472e-1f;
-  p = p * f + 1.0f;
-  return p * (V<float>)((ki + 127) << 23);
+  static constexpr float c[] = {1.0f, 6.931472e-1f, 2.4022648e-1f, 5.5503324e-2f, 9.618437e-3f, 1.3398875e-3f,
+                                1.5353362e-4f};
+  return horner(f, c) * (V<float>)((ki + 127) << 23);
 }
 
-// The state gate exp(dt A) as Gate<T>::exp(dt * (A * Gate<T>::scale)): float32 takes the base-2
-// exponential on A scaled once per block (a quarter fewer vector operations per gate than vexp);
-// float64, the checking path, keeps libm's exp on A itself.
+// The state gate exp(dt A) as Gate<T>::exp(dt * (A * Gate<T>::scale)): float32 takes vexp2 on A
+// scaled by log2 e once per block (about 14 vector operations per gate instead of vexp's 19; the
+// forward is mostly gates, and took 0.84x the time); float64, the checking path, keeps libm's exp.
 template <typename T>
 struct Gate;
 template <>
@@ -212,16 +211,10 @@ inline V<float> vlog(V<float> x) {
   m = small ? m + m - 1.0f : m - 1.0f;
   const V<float> kf = __builtin_convertvector(k, V<float>);
   const V<float> z = m * m;
-  V<float> y = splat(7.0376836292e-2f);
-  y = y * m - 1.1514610310e-1f;
-  y = y * m + 1.1676998740e-1f;
-  y = y * m - 1.2420140846e-1f;
-  y = y * m + 1.4249322787e-1f;
-  y = y * m - 1.6668057665e-1f;
-  y = y * m + 2.0000714765e-1f;
-  y = y * m - 2.4999993993e-1f;
-  y = y * m + 3.3333331174e-1f;
-  y = y * m * z;
+  static constexpr float c[] = {3.3333331174e-1f, -2.4999993993e-1f, 2.0000714765e-1f,
+                                -1.6668057665e-1f, 1.4249322787e-1f,  -1.2420140846e-1f,
+                                1.1676998740e-1f,  -1.1514610310e-1f, 7.0376836292e-2f};
+  V<float> y = horner(m, c) * m * z;
   y += kf * -2.12194440e-4f;
   y += z * -0.5f;
   return m + y + kf * 0.693359375f;

@@ -312,3 +312,15 @@ def test_cpp_float32_state_gate_precision():
     want = torch.exp(x.double())
     rel = (y[0, 1].double() - want).abs() / want
     assert (rel <= 2.4e-7 + 1.2e-7 * x.double().abs()).all(), float((rel / (2.4e-7 + 1.2e-7 * x.abs())).max())
+
+
+@needs_kernel
+def test_cpp_flushes_denormals_only_while_it_runs():
+    """Inside the kernel a denormal input reads as zero; afterwards PyTorch's arithmetic on the
+    calling thread keeps denormals again (the thread's floating-point mode is restored)."""
+    tiny = torch.full((1, 1, 16), 1e-39)
+    assert float((tiny * 1.0).min()) > 0  # this thread keeps denormals
+    ones = torch.ones(1, 1, 1)
+    y, _ = selective_scan_core_cpu(tiny, torch.ones(1, 1, 16), torch.zeros(16, 1), ones, ones)
+    assert float(y.abs().max()) == 0.0
+    assert float((tiny * 1.0).min()) > 0
