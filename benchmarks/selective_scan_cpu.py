@@ -5,6 +5,8 @@ B=32, T=1024, H=128), all timed interleaved in one process (each repeat runs eve
 
 - ``cpp_fwd`` / ``cpp_fwd_bwd``: ``selective_scan(backend="cpp")`` with everything Mamba passes
   (``D``, ``z``, ``delta_bias``, softplus), forward without grad / forward + backward;
+  ``cpp_fwd_bwd_last_step``: the same with a gradient at the last step only (sequence
+  classification), whose adjoint decays through the denormal range;
 - ``exp_pass`` (compute floor): one vectorised pass of ``exp(delta A)`` over the
   ``(B, T, Din, N)`` volume in the same compiled library, nothing stored -- the exponentials the
   forward cannot avoid;
@@ -68,10 +70,15 @@ def problem(Bsz: int, T: int, Din: int, N: int = N_STATE, grad: bool = True) -> 
     return {k: v.requires_grad_(grad) for k, v in p.items()}
 
 
-def fwd_bwd(p: dict[str, torch.Tensor], backend: str) -> Callable[[], None]:
+def fwd_bwd(p: dict[str, torch.Tensor], backend: str, last_step_only: bool = False) -> Callable[[], None]:
+    """Forward + backward; ``last_step_only``: the output gradient is zero except at the last step,
+    as under a sequence-classification loss (the adjoint then decays through tiny values)."""
     def run() -> None:
         y = selective_scan(**p, delta_softplus=True, backend=backend)
-        y.backward(torch.ones_like(y))
+        grad = torch.ones_like(y)
+        if last_step_only:
+            grad[:, :-1] = 0
+        y.backward(grad)
         for v in p.values():
             v.grad = None
     return run
@@ -115,6 +122,7 @@ def floor_section(Bsz: int, T: int, H: int, repeats: int, old: bool, scan: bool)
     cases: dict[str, Callable[[], None]] = {
         "cpp_fwd": fwd_only(p, "cpp"),
         "cpp_fwd_bwd": fwd_bwd(p, "cpp"),
+        "cpp_fwd_bwd_last_step": fwd_bwd(p, "cpp", last_step_only=True),
         "exp_pass": lambda: exp_pass_cpu(dl, A),
         "eager_exp_pass": lambda: torch.exp(src, out=volume),
         "eager_exp_fwd_bwd": eager_exp_fwd_bwd,
@@ -145,6 +153,7 @@ def floor_section(Bsz: int, T: int, H: int, repeats: int, old: bool, scan: bool)
         "cpp_fwd / eager_exp_pass": m["cpp_fwd"] / m["eager_exp_pass"],
         "cpp_fwd_bwd / eager_exp_pass": m["cpp_fwd_bwd"] / m["eager_exp_pass"],
         "cpp_fwd_bwd / eager_exp_fwd_bwd": m["cpp_fwd_bwd"] / m["eager_exp_fwd_bwd"],
+        "cpp_fwd_bwd_last_step / cpp_fwd_bwd": m["cpp_fwd_bwd_last_step"] / m["cpp_fwd_bwd"],
     }
     if scan:
         ratios["cpp_fwd / linear_scan_fwd"] = m["cpp_fwd"] / m["linear_scan_fwd"]

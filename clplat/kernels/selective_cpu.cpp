@@ -42,9 +42,10 @@ namespace {
 // thread, restored on return. A loss that reads only the last step (sequence classification) gives
 // the backward an adjoint that decays geometrically through the denormal range, where x86
 // arithmetic slows down by 10-100x; what is flushed is below 1.2e-38 (float32) and 2.2e-308
-// (float64), far under any gradient that matters. Without x86 this does nothing.
+// (float64), far under any gradient that matters. Without x86, or compiled with
+// -DCLPLAT_KEEP_DENORMALS (benchmarks/selective_scan_builds.py compares the two), it does nothing.
 struct FlushDenormals {
-#if defined(__x86_64__) || defined(__i386__)
+#if (defined(__x86_64__) || defined(__i386__)) && !defined(CLPLAT_KEEP_DENORMALS)
   FlushDenormals() : saved(_mm_getcsr()) { _mm_setcsr(saved | 0x8040); }
   ~FlushDenormals() { _mm_setcsr(saved); }
   FlushDenormals(const FlushDenormals&) = delete;
