@@ -5,10 +5,11 @@ threshold (32 MiB at most) afresh from the operating system and unmaps them on f
 activation or gradient of a long sequence then page-faults once per 4 KiB page on first touch, and
 a Mamba training step at B=32, T=1024 creates several tensors of 32-64 MiB. With
 ``THP_MEM_ALLOC_ENABLE=1`` PyTorch advises transparent huge pages for allocations of 2 MiB and
-more (``madvise``), so the kernel maps them 2 MiB at a time: that Mamba step took 11 % less time
-and the fused selective scan's forward + backward 20 % less, side by side on one core
-(docs/performance.md, "Mamba on the CPU"). The cost: a large tensor may hold up to one 2 MiB page
-more than its size. Without transparent huge pages in the kernel
+more (``madvise``), so the kernel maps them 2 MiB at a time: measured on one core against
+PyTorch's default, the fused selective scan's forward + backward took 12-20 % less time and that
+Mamba step's fastest repeats 8-14 % less, though the step varies more from repeat to repeat (a
+huge-page fault may wait for the kernel to compact memory; docs/performance.md, "Mamba on the
+CPU"). The cost: a large tensor may hold up to one 2 MiB page more than its size. Without transparent huge pages in the kernel
 (``/sys/kernel/mm/transparent_hugepage/enabled`` = never) the setting changes nothing.
 
 PyTorch reads the variable once, at its first CPU allocation, so it has to be set before that:
