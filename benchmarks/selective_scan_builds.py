@@ -18,11 +18,9 @@ from __future__ import annotations
 import argparse
 import ctypes
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -89,7 +87,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from selective_scan_cpu import N_STATE, problem  # the floor benchmark's inputs
+    from selective_scan_cpu import N_STATE, interleaved, problem  # the floor benchmark's inputs and timer
 
     Bsz, L, Din, N, K = args.B, args.T, 2 * args.H, N_STATE, kernel.CHECKPOINT_STEPS
     p = {k: v.detach() for k, v in problem(Bsz, L, Din, grad=False).items()}
@@ -112,21 +110,16 @@ def main() -> None:
             backward()
             results[name] = {k: t[k].clone() for k in outputs}
             cases[f"{name}_fwd"], cases[f"{name}_bwd"] = forward, backward
-        times: dict[str, list[float]] = {k: [] for k in cases}
-        for _ in range(args.repeats):
-            for name, fn in cases.items():
-                start = time.perf_counter()
-                fn()
-                times[name].append((time.perf_counter() - start) * 1e3)
+        times = interleaved(cases, args.repeats)
     print(f"B={Bsz} T={L} Din={Din} N={N}, 1 thread, {args.repeats} interleaved repeats"
           + (", gradient at the last step only" if args.last_step_only else ""))
     print(f"before: {args.before} {' '.join(args.before_flags)}; after: {args.after} {' '.join(args.after_flags)}")
-    for name, ts in times.items():
-        print(f"  {name:>11} median {statistics.median(ts):8.1f} ms  min {min(ts):8.1f} ms")
+    for name, r in times.items():
+        print(f"  {name:>11} median {r['median_ms']:8.1f} ms  min {r['min_ms']:8.1f} ms")
     for part in ("fwd", "bwd"):
         a, b = times[f"after_{part}"], times[f"before_{part}"]
-        print(f"  {part} after / before: median {statistics.median(a) / statistics.median(b):.3f}, "
-              f"min {min(a) / min(b):.3f}")
+        print(f"  {part} after / before: median {a['median_ms'] / b['median_ms']:.3f}, "
+              f"min {a['min_ms'] / b['min_ms']:.3f}")
     diffs = {k: float((results["after"][k] - results["before"][k]).abs().max() / results["before"][k].abs().max())
              for k in outputs}
     print("  largest difference / largest value: " + ", ".join(f"{k} {v:.1e}" for k, v in diffs.items()))
