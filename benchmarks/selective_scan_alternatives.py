@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -32,7 +31,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from selective_scan_cpu import problem  # noqa: E402
+from selective_scan_cpu import interleaved, problem  # noqa: E402
 
 from clplat.kernels import selective_scan  # noqa: E402
 
@@ -93,15 +92,7 @@ def main() -> None:
     compile_s = time.perf_counter() - start
     cases = {"cpp": run_backend("cpp"), "compiled_chunks": run_compiled, "reference": run_backend("reference"),
              "associative_scan_fwd_only": run_associative}
-    for fn in cases.values():
-        fn()
-    times: dict[str, list[float]] = {k: [] for k in cases}
-    for _ in range(args.repeats):
-        for name, fn in cases.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append((time.perf_counter() - start) * 1e3)
-    med = {k: statistics.median(v) for k, v in times.items()}
+    med = {k: r["median_ms"] for k, r in interleaved(cases, args.repeats).items()}
     print(f"shape B={Bsz} T={T} Din={Din} N={N}; torch.compile of {args.chunk}-step chunks compiled in {compile_s:.0f} s")
     for name, ms in med.items():
         print(f"  {name:>26} {ms:9.1f} ms  ({ms / med['cpp']:.1f}x cpp)")
