@@ -22,9 +22,9 @@ A treatment or control that is also a leaderboard row (same scenario, same overr
 the leaderboard's folder (``--board``) rather than run again; run the leaderboard first. Resumable
 like the leaderboard: the same command continues where it stopped.
 
-    python benchmarks/claims.py --out /work/claims --board /work/leaderboard     # the full table
+    python benchmarks/claims.py --out runs/claims --board runs/leaderboard     # the full table
     python benchmarks/claims.py --out /tmp/c --small --write /tmp/claims.md      # a minutes-long check
-    python benchmarks/claims.py --out /work/claims --board /work/leaderboard --no-run   # the table so far
+    python benchmarks/claims.py --out runs/claims --board runs/leaderboard --no-run   # the table so far
 """
 
 from __future__ import annotations

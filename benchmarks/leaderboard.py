@@ -12,9 +12,9 @@ time, and the tuned values.
 Everything is resumable: a study continues where it stopped and finished evaluation runs are
 kept, so running the same command again after a kill goes on with what is missing.
 
-    python benchmarks/leaderboard.py --out /work/leaderboard                 # the full board
+    python benchmarks/leaderboard.py --out runs/leaderboard                 # the full board
     python benchmarks/leaderboard.py --out /tmp/lb --small --write docs/x.md # a minutes-long check
-    python benchmarks/leaderboard.py --out /work/leaderboard --no-run         # the board so far
+    python benchmarks/leaderboard.py --out runs/leaderboard --no-run         # the board so far
 """
 
 from __future__ import annotations
