@@ -42,7 +42,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import clplat  # noqa: E402, F401 -- before torch: clplat's CPU allocator default (clplat.allocator)
+import clplat  # noqa: E402, F401 -- before torch: clplat's CPU memory policy (clplat.allocator)
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
@@ -57,6 +57,7 @@ from clplat.backbones import (  # noqa: E402
     MinLSTMBackbone,
     ParaGRUBackbone,
 )
+from clplat.allocator import selected_policy  # noqa: E402
 from clplat.backbones.base import count_parameters  # noqa: E402
 
 BATCH, HIDDEN, CLASSES = 32, 128, 10
@@ -211,7 +212,7 @@ def main() -> None:
                   + ", ".join(notes), flush=True)
     table = dict(sorted(table.items(), key=lambda item: int(item[0])))
     summary = targets(table)
-    env = {k: v for k, v in sorted(os.environ.items()) if k.startswith(("MALLOC_", "THP_")) or k.endswith("_NUM_THREADS")}
+    env = {k: v for k, v in sorted(os.environ.items()) if k.startswith(("MALLOC_", "THP_", "CLPLAT_CPU_MEMORY")) or k.endswith("_NUM_THREADS")}
     commands.append(" ".join([*(f"{k}={v}" for k, v in env.items()), "python", "benchmarks/backbones.py", *sys.argv[1:]]))
     print("targets:", json.dumps(summary))
     payload = {
@@ -222,6 +223,7 @@ def main() -> None:
         "threads": torch.get_num_threads(),
         "machine": platform.machine(),
         "processor": platform.processor() or platform.uname().processor,
+        "cpu_memory_policy": selected_policy(),
         "repeats": args.repeats,
         "commands": commands,
         "results": table,

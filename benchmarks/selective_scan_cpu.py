@@ -43,9 +43,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import clplat  # noqa: E402, F401 -- before torch: clplat's CPU allocator default (clplat.allocator)
+import clplat  # noqa: E402, F401 -- before torch: clplat's CPU memory policy (clplat.allocator)
 import torch  # noqa: E402
 
+from clplat.allocator import selected_policy  # noqa: E402
 from clplat.kernels import linear_scan, resolve_selective_backend, selective_scan  # noqa: E402
 from clplat.kernels.selective_cpu import cpu_kernel_available, exp_pass_cpu  # noqa: E402
 
@@ -220,6 +221,7 @@ def main() -> None:
         sys.exit("the CPU kernel did not build on this machine; nothing to measure")
     payload = {"torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine(),
                "processor": platform.processor() or platform.uname().processor,
+        "cpu_memory_policy": selected_policy(),
                "command": " ".join(["python", "benchmarks/selective_scan_cpu.py", *sys.argv[1:]])}
     previous = json.loads(args.out.read_text()) if args.out.exists() else {}
     if args.grid_only:

@@ -19,11 +19,15 @@ import importlib.util
 import sys
 from pathlib import Path
 
-from clplat.allocator import prefer_huge_pages
+from clplat.allocator import apply_cpu_memory_policy
 
 __version__ = "0.1.0"
 
-prefer_huge_pages()  # before anything imports torch; see clplat.allocator
+try:
+    apply_cpu_memory_policy()  # before torch allocates anything; see clplat.allocator
+except ValueError as bad_policy:
+    print(f"clplat: error: {bad_policy}", file=sys.stderr)  # one line and exit code 2, as every bad option
+    raise SystemExit(2) from None
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 _CHECKOUT_ROOT = _PACKAGE_DIR.parent
