@@ -101,8 +101,7 @@ def main() -> None:
                   f"= {s['kernel_vs_floor']:.2f}x")
     command = " ".join(["python", "benchmarks/cpu_memory.py", *sys.argv[1:]])
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"command": command, "steps": rows, "scan": scans,
-                                    "runs": [{p: r["commands"] for p, r in by.items()} for by in rounds]}, indent=2))
+    args.out.write_text(json.dumps({"command": command, "steps": rows, "scan": scans}, indent=2))
     print(f"wrote {args.out}")
 
 
