@@ -54,7 +54,17 @@ def test_a_claims_verdict_follows_the_paired_interval(claims, tmp_path, treatmen
 
 
 def test_unrun_claims_say_so(claims, tmp_path):
-    assert all(claims.claim_row(c, tmp_path).endswith("| not run |") for c in claims.CLAIMS)
+    assert all(claims.claim_row(c, tmp_path).endswith("| not run |") for c in claims.CLAIMS if not c.untestable)
+
+
+def test_an_untestable_claim_gives_its_reason_and_is_never_run(claims, tmp_path, monkeypatch):
+    claim = next(c for c in claims.CLAIMS if c.untestable)
+    assert claims.claim_row(claim, tmp_path).endswith(f"| {claim.untestable} |  | not testable here |")
+    started = []
+    monkeypatch.setattr(claims.lb, "run_method", lambda out, scenario, method, args: started.append(method.name))
+    args = claims.parse_args(["--out", str(tmp_path), "--write", str(tmp_path / "claims.md")])
+    claims.build(args, [claim])
+    assert started == []
 
 
 def test_the_stability_gap_claim_reads_the_class_il_board(claims, tmp_path):
