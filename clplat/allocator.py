@@ -20,8 +20,8 @@ with the environment variable ``CLPLAT_CPU_MEMORY`` before clplat is imported:
 ``system``
     PyTorch's and glibc's defaults, untouched.
 
-Both halves need the kernel's transparent huge pages (``/sys/kernel/mm/transparent_hugepage``) to
-be ``madvise`` or ``always`` for the huge-page advice to act. The measurements behind the default
+The huge-page advice acts only where the kernel's transparent huge pages
+(``/sys/kernel/mm/transparent_hugepage/enabled``) are ``madvise`` or ``always``. The measurements behind the default
 are in docs/performance.md ("Mamba on the CPU"). PyTorch reads ``THP_MEM_ALLOC_ENABLE`` once, at
 its first CPU allocation, and glibc's settings act on blocks allocated after them, so the policy is
 applied by ``import clplat`` (the entry points ``clplat-train``, ``clplat-tune`` and
