@@ -89,7 +89,7 @@ SHARP_BUDGET = lb.Scenario("claims: SHARP's phase schedule at batch 32",
                            memory_budget_bytes=388_080)
 # the power-law environment of Gandhi et al.: rehearsal drawn by age from whole training sets
 POWER_LAW_ENV = lb.Scenario("claims: power-law environment, permuted MNIST-1D",
-                            ["stream=power_law_permuted_mnist1d", "strategy=naive", "optimizer.lr=0.003",
+                            ["stream=power_law_permuted_mnist1d", "strategy=naive",
                              "trainer.epochs=5", "trainer.iterations=null", "trainer.batch_size=32",
                              "eval.every_n_iters=50"],
                             tuning=["stream.permutation_seed=1"], evaluation=["stream.permutation_seed=0"],

@@ -93,3 +93,11 @@ def test_a_claim_reads_the_leaderboards_runs_of_a_row_it_shares_and_runs_only_th
     args = claims.parse_args(["--out", str(out), "--board", str(board), "--write", str(tmp_path / "claims.md")])
     claims.build(args, [fpf, rnn])
     assert ran == [(out, "hypernet_rnn")]  # hypernet (the control) and both FPF rows are leaderboard rows
+
+
+def test_no_scenario_fixes_the_learning_rate_every_method_tunes(claims):
+    """A recipe's override wins over the tuned values loaded beside it, so a fixed ``optimizer.lr``
+    would make every trial of a study the same run."""
+    scenarios = {c.scenario.name: c.scenario for c in claims.CLAIMS} | {s.name: s for s in claims.lb.SCENARIOS}
+    for scenario in scenarios.values():
+        assert not [o for o in scenario.recipe if o.startswith("optimizer.lr=")], scenario.name
