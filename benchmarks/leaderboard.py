@@ -128,11 +128,16 @@ def run_method(out: Path, scenario: Scenario, method: Method, args: argparse.Nam
                "--startup-trials", str(args.startup_trials), "--batch", str(args.batch), "--jobs", str(args.jobs),
                "--launcher", args.launcher, "--eval-seeds", args.eval_seeds,
                "--evaluate", *scenario.evaluation, f"eval.every_n_iters={eval_every}", "--",
-               *scenario.recipe, *method.overrides, *scenario.tuning,
-               f"memory_budget_bytes={scenario.memory_budget_bytes}", *(SMALL if args.small else []),
-               "eval.every_n_iters=null"]
+               *tuning_overrides(scenario, method, args.small)]
     subprocess.run(command, cwd=ROOT, check=False)
     return study
+
+
+def tuning_overrides(scenario: Scenario, method: Method, small: bool = False) -> list[str]:
+    """What ``clplat-tune`` composes for every trial of this scenario and method."""
+    return [*scenario.recipe, *method.overrides, *scenario.tuning,
+            f"memory_budget_bytes={scenario.memory_budget_bytes}", *(SMALL if small else []),
+            "eval.every_n_iters=null"]
 
 
 def applicable(methods: list[Method], scenario: Scenario) -> list[Method]:

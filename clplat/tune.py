@@ -142,7 +142,22 @@ def check_and_read_space(overrides: list[str]) -> list[Any]:
         GlobalHydra.instance().clear()
     if not dims:
         fail("nothing to tune: the strategy, plugins and optimizer of these overrides declare no search_space")
+    check_no_searched_key_is_fixed(overrides, dims)
     return dims
+
+
+def check_no_searched_key_is_fixed(overrides: list[str], dims: list[Any]) -> None:
+    """A command-line value wins over the tuned values each trial loads, so fixing a searched key
+    would make every trial the same run; fixing one means removing it from the search too."""
+    searched = {d.key for d in dims}
+    for text in overrides:
+        key, _, value = text.partition("=")
+        if not text.startswith("~") and key.lstrip("+") in searched:
+            key = key.lstrip("+")
+            group, leaf = key.rsplit(".", 1)
+            fail(f"{key}={value} is not valid: clplat-tune searches {key} and a command-line value would "
+                 f"override every trial's; remove it, or fix it and drop it from the search with "
+                 f"~{group}.search_space.{leaf}")
 
 
 def check_study_identity(study_dir: Path, spec: dict[str, Any]) -> None:

@@ -67,14 +67,25 @@ def test_an_untestable_claim_gives_its_reason_and_is_never_run(claims, tmp_path,
     assert started == []
 
 
-def test_the_stability_gap_claim_reads_the_class_il_board(claims, tmp_path):
-    scenario = next(s for s in claims.lb.SCENARIOS if s.kind == "class-IL")
-    write_runs(tmp_path / claims.lb.slug(scenario.name) / "replay", [0.8] * 5, sg_transient_mean=0.1, sg_depth_mean=0.2)
-    write_runs(tmp_path / claims.lb.slug(scenario.name) / "ewc", [0.3] * 5, sg_transient_mean=-0.02, sg_depth_mean=0.3)
-    rows = {row.split(" | ")[2]: row for row in claims.stability_gap_rows(tmp_path)}
-    assert rows["continual evaluation shows a transient drop at boundaries (replay)"].endswith("| reproduced |")
-    assert "not reproduced" in rows["continual evaluation shows a transient drop at boundaries (ewc)"]
-    assert rows["continual evaluation shows a transient drop at boundaries (lwf)"].endswith("| not run |")
+def test_the_stability_gap_claim_reads_the_class_il_and_domain_il_boards(claims, tmp_path):
+    by_kind = {s.kind: tmp_path / claims.lb.slug(s.name) for s in claims.lb.SCENARIOS}
+    write_runs(by_kind["class-IL"] / "replay", [0.8] * 5, sg_transient_mean=0.1, sg_permanent_mean=0.05,
+               sg_depth_mean=0.15)
+    write_runs(by_kind["class-IL"] / "ewc", [0.2] * 5, sg_transient_mean=-0.02, sg_permanent_mean=0.9,
+               sg_depth_mean=0.9)
+    write_runs(by_kind["domain-IL"] / "ewc", [0.7] * 5, sg_transient_mean=-0.02, sg_permanent_mean=-0.02,
+               sg_depth_mean=0.0)
+    rows = {(row.split(" | ")[2], row.split(" | ")[3]): row for row in claims.stability_gap_rows(tmp_path)}
+    assert len(rows) == 2 * len(claims.STABILITY_GAP_METHODS)
+
+    def row(method: str, kind: str) -> str:
+        return next(r for (claim, setting), r in rows.items() if f"({method})" in claim and f"{kind})" in setting)
+
+    assert row("replay", "class-IL").endswith("| reproduced |")
+    assert "transient 0.120" in row("replay", "class-IL") and "permanent 0.070" in row("replay", "class-IL")
+    assert row("ewc", "class-IL").endswith("what is lost at the boundary is not won back |")
+    assert row("ewc", "domain-IL").endswith("no significant drop |")
+    assert row("lwf", "class-IL").endswith("| not run |") and row("replay", "domain-IL").endswith("| not run |")
 
 
 def test_a_claim_reads_the_leaderboards_runs_of_a_row_it_shares_and_runs_only_the_others(claims, tmp_path,
@@ -95,9 +106,12 @@ def test_a_claim_reads_the_leaderboards_runs_of_a_row_it_shares_and_runs_only_th
     assert ran == [(out, "hypernet_rnn")]  # hypernet (the control) and both FPF rows are leaderboard rows
 
 
-def test_no_scenario_fixes_the_learning_rate_every_method_tunes(claims):
-    """A recipe's override wins over the tuned values loaded beside it, so a fixed ``optimizer.lr``
-    would make every trial of a study the same run."""
-    scenarios = {c.scenario.name: c.scenario for c in claims.CLAIMS} | {s.name: s for s in claims.lb.SCENARIOS}
-    for scenario in scenarios.values():
-        assert not [o for o in scenario.recipe if o.startswith("optimizer.lr=")], scenario.name
+def test_every_claim_tunes_what_it_searches(claims):
+    """``clplat-tune`` accepts every study of the claims: no recipe or method fixes a key of the
+    method's own search space (a command-line value wins over each trial's, making all trials one run)."""
+    from clplat.tune import check_and_read_space
+
+    studies = {(c.scenario.name, m.name): (c.scenario, m)
+               for c in claims.CLAIMS if not c.untestable for m in (c.treatment, c.control)}
+    for scenario, method in studies.values():
+        assert check_and_read_space(claims.lb.tuning_overrides(scenario, method)), (scenario.name, method.name)

@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 
 from clplat.errors import ConfigError
 from clplat.search_space import node_search_space, parse_dimension, run_search_space, without_search_space
+from clplat.tune import check_and_read_space
 from clplat.tune import main as tune_main
 from tests.conftest import CONF_DIR, compose_config
 
@@ -121,6 +122,9 @@ def test_a_killed_study_continues_and_retries_the_interrupted_trial(tmp_path):
     (["eval.split=test"], "eval.split is set by clplat-tune"),
     (["seed=3"], "seed is set by clplat-tune"),
     (["strategy.nope=1"], "clplat: error:"),
+    # a fixed value of a searched key would win over every trial's: all trials the same run
+    (["optimizer.lr=0.003"], "optimizer.lr=0.003 is not valid: clplat-tune searches optimizer.lr"),
+    (["++optimizer.lr=0.003"], "drop it from the search with ~optimizer.search_space.lr"),
 ])
 def test_tuning_refuses_what_would_select_on_test_data_or_cannot_run(tmp_path, capsys, extra, message):
     with pytest.raises(SystemExit) as stop:
@@ -148,3 +152,8 @@ def test_trials_keep_the_users_own_config_folders_on_the_search_path(tmp_path):
                                 tmp_path)
     assert out == ["strategy=mine", f"hydra.searchpath=[file:///home/me/conf,pkg://mypkg.conf,file://{tmp_path.resolve()}]"]
     assert with_study_searchpath(["seed=1"], tmp_path) == ["seed=1", f"hydra.searchpath=[file://{tmp_path.resolve()}]"]
+
+
+def test_a_key_fixed_and_dropped_from_the_search_leaves_the_other_dimensions():
+    dims = check_and_read_space(["strategy=ewc", "strategy.ewc_lambda=5", "~strategy.search_space.ewc_lambda"])
+    assert [d.key for d in dims] == ["optimizer.lr"]
