@@ -151,9 +151,8 @@ def check_no_searched_key_is_fixed(overrides: list[str], dims: list[Any]) -> Non
     would make every trial the same run; fixing one means removing it from the search too."""
     searched = {d.key for d in dims}
     for text in overrides:
-        key, _, value = text.partition("=")
-        if not text.startswith("~") and key.lstrip("+") in searched:
-            key = key.lstrip("+")
+        key, _, value = text.lstrip("+").partition("=")
+        if not text.startswith("~") and key in searched:
             group, leaf = key.rsplit(".", 1)
             fail(f"{key}={value} is not valid: clplat-tune searches {key} and a command-line value would "
                  f"override every trial's; remove it, or fix it and drop it from the search with "
